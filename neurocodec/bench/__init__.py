@@ -1,0 +1,1 @@
+"""Benchmark harness: result schema (results.py); runners and plots build on it."""

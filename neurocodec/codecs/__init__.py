@@ -1,0 +1,1 @@
+"""The codecs: classical baselines (classical.py) and one subpackage per neural codec."""

@@ -1,0 +1,296 @@
+"""Arithmetic coding on constriction: the only module that touches it.
+
+Three families, each with a self-contained byte format (the container frames them):
+
+* :func:`encode_symbols` / :func:`decode_symbols`: integer tensors under an empirical categorical
+  model whose (rescaled) count table travels in the stream. For weights, embeddings, indices.
+* :func:`encode_quantized` / :func:`decode_quantized`: per-symbol quantized Gaussian or Laplace
+  (latents); the caller supplies means and scales, identical on both sides.
+* :func:`encode_with_tables` / :func:`decode_with_tables`, and the streaming
+  :class:`SequentialEncoder` / :class:`SequentialDecoder`: per-symbol integer frequency tables
+  (pixel conditionals), where the decoder learns each table only after the previous symbols.
+
+All use constriction's range coder (a queue: symbols are decoded in the order they were
+encoded, so tables can be computed on the fly) with ``perfect=False``. Symbols are int32.
+Compressed words are stored little-endian.
+"""
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+from ..container import Reader, write_uvarint
+from ..errors import CorruptStreamError, UsageError
+from .tables import quantize_pmf
+
+_model = constriction.stream.model
+_queue = constriction.stream.queue
+
+MAX_ALPHABET = 1 << 20
+_COUNT_BITS = 14  # count tables are rescaled to this many bits before they are stored
+
+
+def _words_to_bytes(words: np.ndarray) -> bytes:
+    return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
+
+
+def _bytes_to_words(data: bytes, what: str) -> np.ndarray:
+    if len(data) % 4:
+        raise CorruptStreamError(f"{what}: compressed data length {len(data)} is not a multiple of 4")
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+def _guard(what: str):
+    """Turn any failure inside constriction (its panics derive from BaseException) into a
+    CorruptStreamError: a decoder fed damaged words must report, not crash."""
+
+    class _Guard:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc is None or isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                return False
+            if isinstance(exc, CorruptStreamError):
+                return False
+            raise CorruptStreamError(f"{what}: entropy decoding failed ({type(exc).__name__}: {exc})") from None
+
+    return _Guard()
+
+
+def _zigzag(v: int) -> int:
+    return (v << 1) if v >= 0 else ((-v << 1) - 1)
+
+
+def _unzigzag(u: int) -> int:
+    return (u >> 1) if not u & 1 else -((u + 1) >> 1)
+
+
+def _as_int_symbols(symbols: np.ndarray) -> np.ndarray:
+    arr = np.asarray(symbols)
+    if arr.dtype.kind not in "iub":
+        raise UsageError(f"symbols must be integers, got dtype {arr.dtype}")
+    return arr.reshape(-1).astype(np.int64, copy=False)
+
+
+# ------------------------------------------------------------------- (a) empirical categorical
+def empirical_table(symbols: np.ndarray) -> tuple[int, np.ndarray]:
+    """(offset, counts) for the i.i.d. model of ``symbols``: counts rescaled to at most 14 bits,
+    nonzero counts kept nonzero. This is exactly the table :func:`encode_symbols` stores."""
+    flat = _as_int_symbols(symbols)
+    lo, hi = int(flat.min()), int(flat.max())
+    if hi - lo + 1 > MAX_ALPHABET:
+        raise UsageError(f"symbol range {lo}..{hi} is wider than {MAX_ALPHABET}")
+    counts = np.bincount(flat - lo, minlength=hi - lo + 1).astype(np.int64)
+    top = counts.max()
+    limit = (1 << _COUNT_BITS) - 1
+    if top > limit:
+        scaled = (counts * limit + top // 2) // top
+        counts = np.where(counts > 0, np.maximum(scaled, 1), 0)
+    return lo, counts
+
+
+def encode_symbols(symbols: np.ndarray) -> bytes:
+    """Code an integer array i.i.d. under its own empirical distribution.
+
+    Format: uvarint n; if n: zigzag uvarint offset, uvarint alphabet size, one uvarint count per
+    symbol, then the range coder's words. The shape is the caller's to store.
+    """
+    flat = _as_int_symbols(symbols)
+    out = bytearray(write_uvarint(flat.size))
+    if flat.size == 0:
+        return bytes(out)
+    lo, counts = empirical_table(flat)
+    out += write_uvarint(_zigzag(lo)) + write_uvarint(counts.size)
+    out += b"".join(write_uvarint(int(c)) for c in counts)
+    if counts.size > 1:
+        model = _model.Categorical(counts.astype(np.float64), perfect=False)
+        enc = _queue.RangeEncoder()
+        enc.encode((flat - lo).astype(np.int32), model)
+        out += _words_to_bytes(enc.get_compressed())
+    return bytes(out)
+
+
+def decode_symbols(data: bytes, max_symbols: int | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_symbols`: a flat int64 array.
+
+    ``max_symbols`` bounds the count read from the stream (default: 64 per stored byte, far more
+    than any real stream yields), so a damaged count cannot trigger a huge allocation.
+    """
+    reader = Reader(data, "symbol stream")
+    limit = max_symbols if max_symbols is not None else 64 * max(len(data), 1) + 64
+    n = reader.uvarint("symbol count")
+    if n > limit:
+        raise CorruptStreamError(f"symbol stream declares {n} symbols, more than {limit} possible")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo = _unzigzag(reader.uvarint("symbol offset"))
+    alphabet = reader.uvarint("alphabet size", limit=reader.remaining)
+    if alphabet < 1:
+        raise CorruptStreamError("symbol stream has an empty alphabet")
+    counts = np.array([reader.uvarint("count") for _ in range(alphabet)], dtype=np.float64)
+    if alphabet == 1:
+        if reader.remaining:
+            raise CorruptStreamError("symbol stream has trailing bytes")
+        return np.full(n, lo, dtype=np.int64)
+    if not counts.any():
+        raise CorruptStreamError("symbol stream has an all-zero count table")
+    words = _bytes_to_words(reader.take(reader.remaining, "compressed words"), "symbol stream")
+    with _guard("symbol stream"):
+        model = _model.Categorical(counts, perfect=False)
+        dec = _queue.RangeDecoder(words)
+        out = dec.decode(model, n).astype(np.int64)
+    if (out >= alphabet).any():
+        raise CorruptStreamError("symbol stream decoded out-of-range symbols")
+    return out + lo
+
+
+# --------------------------------------------------------- (b) quantized Gaussian / Laplace
+_FAMILIES = {"gaussian": _model.QuantizedGaussian, "laplace": _model.QuantizedLaplace}
+MIN_SCALE = 1e-3  # constriction panics on scale 0; scales are clamped to this on both sides
+
+
+def _family(name: str, lo: int, hi: int):
+    if name not in _FAMILIES:
+        raise UsageError(f"unknown family '{name}' (known: {', '.join(_FAMILIES)})")
+    if lo >= hi:
+        raise UsageError("need lo < hi")
+    return _FAMILIES[name](int(lo), int(hi))
+
+
+def _params(means: np.ndarray, scales: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    means = np.ascontiguousarray(np.broadcast_to(np.asarray(means, np.float64).reshape(-1) if np.ndim(means) else means, (n,)), dtype=np.float64)
+    scales = np.ascontiguousarray(np.broadcast_to(np.asarray(scales, np.float64).reshape(-1) if np.ndim(scales) else scales, (n,)), dtype=np.float64)
+    if not (np.isfinite(means).all() and np.isfinite(scales).all()):
+        raise UsageError("means and scales must be finite")
+    return means, np.maximum(scales, MIN_SCALE)
+
+
+def encode_quantized(
+    symbols: np.ndarray, means: np.ndarray, scales: np.ndarray, *, lo: int, hi: int, family: str = "gaussian"
+) -> bytes:
+    """Code integers in ``[lo, hi]`` under per-symbol quantized Gaussians/Laplacians.
+
+    Symbols outside ``[lo, hi]`` raise :class:`UsageError` (clip first). Means and scales must be
+    bit-identical at the decoder (derive them from already-decoded integers, never from float
+    outputs of a network that could differ across machines).
+    """
+    flat = _as_int_symbols(symbols)
+    if flat.size == 0:
+        return b""
+    if flat.min() < lo or flat.max() > hi:
+        raise UsageError(f"symbols outside [{lo}, {hi}]")
+    model = _family(family, lo, hi)
+    means, scales = _params(means, scales, flat.size)
+    enc = _queue.RangeEncoder()
+    enc.encode(flat.astype(np.int32), model, means, scales)
+    return _words_to_bytes(enc.get_compressed())
+
+
+def decode_quantized(
+    data: bytes, means: np.ndarray, scales: np.ndarray, *, lo: int, hi: int, family: str = "gaussian", count: int
+) -> np.ndarray:
+    """Inverse of :func:`encode_quantized`; ``count`` symbols come back as int64."""
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    model = _family(family, lo, hi)
+    means, scales = _params(means, scales, count)
+    words = _bytes_to_words(data, "quantized stream")
+    with _guard("quantized stream"):
+        dec = _queue.RangeDecoder(words)
+        return dec.decode(model, means, scales).astype(np.int64)
+
+
+# ------------------------------------------------------------ (c) per-symbol frequency tables
+def _check_tables(freqs: np.ndarray, n: int) -> np.ndarray:
+    freqs = np.asarray(freqs)
+    if freqs.ndim != 2 or freqs.shape[0] != n or freqs.dtype.kind not in "iu":
+        raise UsageError(f"freqs must be an integer array of shape ({n}, alphabet); got {freqs.shape} {freqs.dtype}")
+    if (freqs <= 0).any():
+        raise UsageError("every frequency must be >= 1 (use quantize_pmf)")
+    return freqs.astype(np.float64)
+
+
+class SequentialEncoder:
+    """Streams symbols whose tables are known one step at a time (autoregressive models).
+
+    ``push(symbols, freqs)`` codes ``symbols[j]`` with integer table ``freqs[j]``; the decoder
+    must ``pull`` with the same tables in the same order.
+    """
+
+    def __init__(self) -> None:
+        self._enc = _queue.RangeEncoder()
+
+    def push(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
+        flat = _as_int_symbols(symbols)
+        if flat.size == 0:
+            return
+        tables = _check_tables(freqs, flat.size)
+        if flat.min() < 0 or flat.max() >= tables.shape[1]:
+            raise UsageError("symbol outside its table")
+        self._enc.encode(flat.astype(np.int32), _model.Categorical(perfect=False), tables)
+
+    def push_iid(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
+        """Code many symbols under one table (1-D integer frequencies)."""
+        flat = _as_int_symbols(symbols)
+        if flat.size == 0:
+            return
+        table = np.asarray(freqs)
+        if table.ndim != 1 or (table <= 0).any():
+            raise UsageError("freqs must be one row of positive integers")
+        if flat.min() < 0 or flat.max() >= table.size:
+            raise UsageError("symbol outside its table")
+        self._enc.encode(flat.astype(np.int32), _model.Categorical(table.astype(np.float64), perfect=False))
+
+    def finish(self) -> bytes:
+        return _words_to_bytes(self._enc.get_compressed())
+
+
+class SequentialDecoder:
+    """Counterpart of :class:`SequentialEncoder`."""
+
+    def __init__(self, data: bytes) -> None:
+        self._words = _bytes_to_words(data, "sequential stream")
+        with _guard("sequential stream"):
+            self._dec = _queue.RangeDecoder(self._words)
+
+    def pull(self, freqs: np.ndarray) -> np.ndarray:
+        freqs = np.asarray(freqs)
+        tables = _check_tables(freqs, freqs.shape[0] if freqs.ndim == 2 else -1)
+        with _guard("sequential stream"):
+            return self._dec.decode(_model.Categorical(perfect=False), tables).astype(np.int64)
+
+    def pull_iid(self, freqs: np.ndarray, count: int) -> np.ndarray:
+        table = np.asarray(freqs)
+        if table.ndim != 1 or (table <= 0).any():
+            raise UsageError("freqs must be one row of positive integers")
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        with _guard("sequential stream"):
+            return self._dec.decode(_model.Categorical(table.astype(np.float64), perfect=False), count).astype(np.int64)
+
+
+def encode_with_tables(symbols: np.ndarray, freqs: np.ndarray) -> bytes:
+    """Code ``symbols[j]`` under integer table ``freqs[j]`` (all tables known up front)."""
+    enc = SequentialEncoder()
+    enc.push(symbols, freqs)
+    return enc.finish()
+
+
+def decode_with_tables(data: bytes, freqs: np.ndarray) -> np.ndarray:
+    return SequentialDecoder(data).pull(freqs)
+
+
+__all__ = [
+    "MIN_SCALE",
+    "SequentialDecoder",
+    "SequentialEncoder",
+    "decode_quantized",
+    "decode_symbols",
+    "decode_with_tables",
+    "empirical_table",
+    "encode_quantized",
+    "encode_symbols",
+    "encode_with_tables",
+    "quantize_pmf",
+]

@@ -1,0 +1,253 @@
+"""Reading and writing the data neurocodec works on, and atomic output files.
+
+Conventions everywhere: video ``T,H,W,3`` uint8 RGB; images ``H,W`` / ``H,W,C`` uint8; batches of
+images ``N,H,W[,C]``. ``.npy`` arrays are taken as they are.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, MissingDependencyError, UsageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".y4m")
+
+
+# ------------------------------------------------------------------------------- atomic output
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` in one step,
+    on failure it is removed, so a crash never leaves a half-written output."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist")
+    suffix = "".join(target.suffixes)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if is_dir and target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder, not a file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+# ------------------------------------------------------------------------------------- images
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An image file as ``H,W`` (grey) or ``H,W,3``/``H,W,4`` uint8 (16-bit files are refused)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I", "F"):
+                raise InputError(f"{path}: only 8-bit images are supported (mode {img.mode})")
+            if img.mode not in ("L", "RGB", "RGBA"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+            return np.asarray(img).copy()
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    from PIL import Image
+
+    arr = check_image(image)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(Path(path).suffix.lower())
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr).save(
+            tmp, format=fmt or Image.registered_extensions().get(Path(path).suffix.lower())
+        )
+
+
+def check_image(image: Any) -> np.ndarray:
+    """Validate one ``H,W[,C]`` uint8 image."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise InputError(f"images must be uint8, got {arr.dtype}")
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)) or 0 in arr.shape:
+        raise InputError(f"an image must be H,W or H,W,C with C in 1,3,4; got shape {arr.shape}")
+    return arr
+
+
+def check_video(frames: Any) -> np.ndarray:
+    """Validate a ``T,H,W,3`` uint8 clip."""
+    arr = np.asarray(frames)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[3] != 3 or 0 in arr.shape:
+        raise InputError(f"a video must be a T,H,W,3 uint8 array; got shape {arr.shape} {arr.dtype}")
+    return arr
+
+
+# -------------------------------------------------------------------------------------- video
+def _av():
+    try:
+        import av
+    except ImportError:
+        raise MissingDependencyError("av", purpose="video input/output") from None
+    return av
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
+    """Decode every frame (or the first ``max_frames``) of any file PyAV reads to ``T,H,W,3`` uint8."""
+    av = _av()
+    frames = []
+    try:
+        with av.open(str(path)) as box:
+            if not box.streams.video:
+                raise InputError(f"{path}: has no video stream")
+            for frame in box.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except av.error.FFmpegError as exc:
+        raise InputError(f"{path}: not a readable video ({exc})") from None
+    if not frames:
+        raise InputError(f"{path}: no frames decoded")
+    return np.stack(frames)
+
+
+def video_fps(path: str | os.PathLike) -> float:
+    av = _av()
+    with av.open(str(path)) as box:
+        rate = box.streams.video[0].average_rate
+    return float(rate) if rate else 25.0
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, lossless: bool = True) -> None:
+    """Write ``T,H,W,3`` uint8 to ``.y4m`` (raw YUV 4:4:4: the RGB->YUV conversion itself moves
+    values by up to ~2 levels, as y4m has no RGB) or ``.mp4``/``.mkv`` (x264, exact RGB when
+    ``lossless``, else crf 12 4:2:0 for players). Use ``.npy`` or PNG frames for exact output."""
+    av = _av()
+    frames = check_video(frames)
+    suffix = Path(path).suffix.lower()
+    from fractions import Fraction
+
+    rate = Fraction(fps).limit_denominator(1001)
+    with atomic_path(path) as tmp:
+        if suffix == ".y4m":
+            opts = {"codec": "rawvideo", "pix_fmt": "yuv444p", "fmt": "yuv4mpegpipe"}
+        elif suffix in (".mp4", ".mkv", ".mov"):
+            # lossless: libx264rgb keeps the exact RGB pixels; lossy: crf 12, 4:2:0 for players
+            opts = {"codec": "libx264rgb" if lossless else "libx264",
+                    "pix_fmt": "rgb24" if lossless else "yuv420p", "fmt": None}
+        else:
+            raise UsageError(f"cannot write video as '{suffix}' (use .y4m, .mp4 or .mkv)")
+        h, w = frames.shape[1:3]
+        if opts["pix_fmt"] == "yuv420p" and (h % 2 or w % 2):
+            raise UsageError("lossy 4:2:0 output needs even frame sizes; use lossless output")
+        with av.open(str(tmp), mode="w", format=opts["fmt"]) as box:
+            stream = box.add_stream(opts["codec"], rate=rate)
+            stream.width, stream.height = w, h
+            stream.pix_fmt = opts["pix_fmt"]
+            if opts["codec"] == "libx264rgb":
+                stream.codec_context.options = {"qp": "0", "preset": "medium"}
+            elif opts["codec"] == "libx264":
+                stream.codec_context.options = {"crf": "12", "preset": "slow"}
+            for arr in frames:
+                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                for packet in stream.encode(frame):
+                    box.mux(packet)
+            for packet in stream.encode():
+                box.mux(packet)
+
+
+# --------------------------------------------------------------------------- by file extension
+def read_any(path: str | os.PathLike) -> np.ndarray:
+    """Read an input by its extension: ``.npy``, image files, video files, or a folder of images
+    (stacked to ``N,H,W[,C]``; all must share one size)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise InputError(f"folder {p} holds no images")
+        images = [read_image(f) for f in files]
+        if len({im.shape for im in images}) != 1:
+            raise InputError(f"images in {p} differ in size; encode them one by one")
+        return np.stack(images)
+    if not p.exists():
+        raise InputError(f"no such file: {p}")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(p, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{p}: not a readable .npy array ({exc})") from None
+    if suffix in IMAGE_EXTENSIONS:
+        return read_image(p)
+    if suffix in VIDEO_EXTENSIONS:
+        return read_video(p)
+    raise InputError(f"{p}: unknown input type '{suffix}' (use .npy, an image, a video or a folder of images)")
+
+
+def write_any(path: str | os.PathLike, data: Any, fps: float = 25.0) -> None:
+    """Write decoded data by the output extension: ``.npy``; ``.npz`` for named results (a mapping
+    or a named tuple); an image file; a video file; or a folder (no extension) of PNG frames."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if hasattr(data, "_asdict"):
+        data = data._asdict()
+    if isinstance(data, dict):
+        if suffix != ".npz":
+            raise UsageError(f"this decode gives several arrays ({', '.join(data)}): write it to a .npz file")
+        with atomic_path(p) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{k: np.asarray(v) for k, v in data.items()})
+        return
+    arr = np.asarray(data)
+    if suffix == ".npy":
+        with atomic_path(p) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+    elif suffix in IMAGE_EXTENSIONS:
+        if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+            raise UsageError(f"data of shape {arr.shape} holds several images: write a folder, .npy or a video")
+        write_image(p, arr)
+    elif suffix in VIDEO_EXTENSIONS:
+        write_video(p, arr, fps=fps)
+    elif suffix == "":
+        frames = arr if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)) else arr[None]
+        with atomic_path(p, is_dir=True) as tmp:
+            for i, frame in enumerate(frames):
+                write_image(tmp / f"{i:05d}.png", frame)
+    else:
+        raise UsageError(f"cannot write '{suffix}' (use .npy, .npz, .png, .y4m, .mp4, or a folder name)")
