@@ -16,7 +16,7 @@ from typing import Any
 
 from . import container as ncx
 from .codec import get_codec, list_codecs
-from .errors import InputError, NeurocodecError, UsageError
+from .errors import InputError, NeurocodecError, UnknownCodecError, UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 
@@ -99,7 +99,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from . import io as nio
     from .metrics import bpd, bpp
 
-    codec = get_codec(args.codec)()
+    try:
+        codec = get_codec(args.codec)()
+    except UnknownCodecError as exc:  # a name typed on the command line is a usage error
+        raise UsageError(str(exc)) from None
     params = parse_params(args.param)
     for flag, key in (("quality", "quality"), ("bpp", "target_bpp"), ("size", "target_bytes")):
         value = getattr(args, flag)

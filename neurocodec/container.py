@@ -115,7 +115,7 @@ class Reader:
             if not byte & 0x80:
                 if limit is not None and value > limit:
                     raise TruncatedStreamError(
-                        f"{self.what}: {field_name} = {value} exceeds the {limit} bytes that remain"
+                        f"{self.what} truncated or damaged: {field_name} = {value} exceeds the {limit} bytes that remain"
                     )
                 return value
             shift += 7
