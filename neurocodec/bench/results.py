@@ -83,6 +83,25 @@ def environment() -> dict[str, Any]:
     return env
 
 
+def _jsonable(value: Any) -> Any:
+    """Numbers (numpy included) as floats/ints, bools as bools, dicts/lists/strings as they are."""
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
 def result_path(suite: str, dataset: str, codec: str, out_dir: str | os.PathLike | None = None) -> Path:
     base = Path(out_dir) if out_dir is not None else default_results_dir()
     return base / suite / dataset / f"{codec}.json"
@@ -113,7 +132,7 @@ def write_results(
         "dataset": dataset,
         "quick": quick,
         "environment": environment(),
-        "results": {k: [None if v is None else float(v) for v in vals] for k, vals in results.items()},
+        "results": {k: [_jsonable(v) for v in vals] for k, vals in results.items()},
         "extra": extra or {},
     }
     path = result_path(suite, dataset, codec, out_dir)
