@@ -42,14 +42,13 @@ def render(results_dir: Path | None = None) -> str:
     commits: set[str] = set()
     for suite in sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
         for dataset, docs in load_suite(suite, results_dir=base).items():
-            if all(doc.get("quick") for doc in docs.values()):
+            docs = {name: doc for name, doc in docs.items() if not doc.get("quick")}
+            if not docs:
                 continue  # quick runs are for CI, not for the README
             columns = [c for c in SUITE_COLUMNS.get(suite, ["bpp", "psnr-rgb"])
                        if any(c in d.get("results", {}) for d in docs.values())]
             rows = []
             for name, doc in sorted(docs.items()):
-                if doc.get("quick"):
-                    continue
                 env = doc.get("environment", {})
                 machines.add(f"{env.get('cpu', '?')} x{env.get('cpu_count', '?')}, GPU: {env.get('gpu') or 'none'}")
                 if env.get("git_commit"):

@@ -111,18 +111,19 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def decode_symbols(data: bytes, count: int | None = None) -> np.ndarray:
+def decode_symbols(data: bytes, count: int | None = None, max_symbols: int | None = None) -> np.ndarray:
     """Inverse of :func:`encode_symbols`: a flat int64 array.
 
     Pass ``count`` (from the shape in your header) and the stream must hold exactly that many
-    symbols. Without it the count is capped at 2**24 + 4096 per stored byte: skewed streams can
-    legitimately hold far more symbols than bytes, but a damaged count cannot ask for gigabytes.
+    symbols, or ``max_symbols`` as an upper bound. Without either the count is capped at
+    2**24 + 4096 per stored byte: skewed streams can legitimately hold far more symbols than
+    bytes, but a damaged count cannot ask for gigabytes.
     """
     reader = Reader(data, "symbol stream")
     n = reader.uvarint("symbol count")
     if count is not None and n != count:
         raise CorruptStreamError(f"symbol stream holds {n} symbols, expected {count}")
-    limit = (1 << 24) + 4096 * len(data)
+    limit = max_symbols if max_symbols is not None else (1 << 24) + 4096 * len(data)
     if count is None and n > limit:
         raise CorruptStreamError(f"symbol stream declares {n} symbols, more than {limit} plausible")
     if n == 0:
