@@ -63,10 +63,10 @@ def test_report_renders_full_runs_only(tmp_path):
     assert "| jpeg | 0.5, 1 | 30, 33 |" in text
     assert "webp" not in text  # quick runs stay out of the README
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.START}\nold\n{report.END}\noutro\n")
+    readme.write_text(f"intro\n{report.START}\nOLD-CONTENT\n{report.END}\noutro\n")
     report.update_readme(readme, tmp_path)
     updated = readme.read_text()
-    assert "old" not in updated and "| jpeg |" in updated and updated.endswith("outro\n")
+    assert "OLD-CONTENT" not in updated and "| jpeg |" in updated and updated.endswith("outro\n")
 
 
 def test_bench_cli_runs_a_quick_suite(tmp_path):
