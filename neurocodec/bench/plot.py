@@ -60,11 +60,16 @@ def bd_table(docs: dict[str, dict], anchor: str, x: str = "bpp", y: str = "psnr-
         cur = _xy(doc, x, y)
         row: dict[str, float | None] = {"bd_rate": None, "bd_quality": None}
         if cur and len(cur[0]) >= 4 and len(ref[0]) >= 4:
-            try:
-                row["bd_rate"] = bd_rate(ref[0], ref[1], cur[0], cur[1])
-                row["bd_quality"] = bd_psnr(ref[0], ref[1], cur[0], cur[1])
-            except Exception:  # noqa: BLE001 - non-overlapping curves: reported as missing
-                pass
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # little overlap: still computed, as JVET does
+                for key, fn in (("bd_rate", bd_rate), ("bd_quality", bd_psnr)):
+                    try:
+                        value = fn(ref[0], ref[1], cur[0], cur[1])
+                    except Exception:  # noqa: BLE001 - degenerate curves: reported as missing
+                        continue
+                    row[key] = value if math.isfinite(value) else None  # NaN = no overlap at all
         out[name] = row
     return out
 
