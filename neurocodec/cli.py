@@ -121,6 +121,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     rate = ""
     if codec.kind in ("image", "video") and len(shape) >= 2:
         rate = f"{bpp(len(blob), shape):.4f} bpp, {bpd(len(blob), shape):.4f} bpd"
+    elif shape:
+        rate = f"{8 * len(blob) / shape[0]:.1f} bits per sample"
     _report(args, f"{args.input} -> {output}: {len(blob)} bytes{', ' + rate if rate else ''} ({elapsed:.2f} s, {codec.name})")
     return EXIT_OK
 
@@ -142,8 +144,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     data = codec.decode(box, **options)
     elapsed = time.perf_counter() - start
     nio.write_any(args.output, data, fps=float(box.header.get("fps", 25.0)))
-    shape = getattr(data, "shape", None)
-    _report(args, f"{args.input} -> {args.output}: {box.codec} {tuple(shape) if shape is not None else ''} ({elapsed:.2f} s)")
+    if hasattr(data, "_asdict"):
+        what = ", ".join(f"{k} {tuple(getattr(v, 'shape', ()))}" for k, v in data._asdict().items())
+    else:
+        what = str(tuple(getattr(data, "shape", ())))
+    _report(args, f"{args.input} -> {args.output}: {box.codec} {what} ({elapsed:.2f} s)")
     return EXIT_OK
 
 
