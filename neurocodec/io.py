@@ -37,6 +37,10 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=parent)
         os.close(fd)
         tmp = Path(name)
+        # mkstemp makes 0600 files; outputs get the usual permissions (0666 less the umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if is_dir and target.is_dir():

@@ -41,6 +41,12 @@ def test_image_round_trip_and_atomic(tmp_path, photo_small):
     io.write_any(out, photo_small)
     assert np.array_equal(io.read_any(out), photo_small)
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]  # no temp files left behind
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_video_lossless_mp4_and_y4m(tmp_path, carphone_small):

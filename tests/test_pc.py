@@ -1,0 +1,244 @@
+"""pc codec: circuit maths against brute force, EM, structure, efficient == naive tables, round trips."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import neurocodec
+from neurocodec import container as ncx
+from neurocodec.codecs.pc import coding, kernels
+from neurocodec.codecs.pc.circuit import HCLT, PCModel, builtin_path
+from neurocodec.codecs.pc.em import EMConfig, _normalise
+from neurocodec.codecs.pc.fit import fit_model
+from neurocodec.codecs.pc.structure import (compile_tree, learn_structure, max_spanning_tree, mutual_information,
+                                            root_tree)
+from neurocodec.entropy import quantize_pmf
+from neurocodec.errors import InputError, UsageError
+
+PREC = 24
+
+
+def random_circuit(d: int, m: int, seed: int, basis: int = 0) -> HCLT:
+    rng = np.random.default_rng(seed)
+    parent = np.array([-1] + [int(rng.integers(v)) for v in range(1, d)], dtype=np.int32)
+    tree = compile_tree(parent)
+    prior = rng.dirichlet(np.ones(m))
+    trans = rng.dirichlet(np.ones(m), size=(d, m))
+    if basis:
+        return HCLT.from_probs(tree, prior, trans, None, (1, d, 1), rng.dirichlet(np.ones(basis), size=(d, m)),
+                               rng.dirichlet(np.full(256, 0.3), size=basis))
+    return HCLT.from_probs(tree, prior, trans, rng.dirichlet(np.full(256, 0.3), size=(d, m)), (1, d, 1))
+
+
+def brute_joint(c: HCLT, x: np.ndarray) -> float:
+    """p(x) summing over every hidden configuration (-1 entries marginalised)."""
+    d, m = c.num_vars, c.num_states
+    par = c.tree.parent
+    total = 0.0
+    for z in itertools.product(range(m), repeat=d):
+        p = 1.0
+        for v in range(d):
+            p *= c.prior[z[v]] if par[v] < 0 else c.trans[v, z[par[v]], z[v]]
+            if x[v] >= 0:
+                p *= c.leaf[v, z[v], x[v]]
+        total += p
+    return total
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A 4x4 gray circuit and a 2x2x3 colour circuit, trained a little on smooth noise."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (40, 6, 6, 1)).astype(np.float64)
+    smooth = np.repeat(np.repeat(base, 4, 1), 4, 2)[:, :20, :20] + rng.normal(0, 8, (40, 20, 20, 1))
+    gray = smooth.clip(0, 255).astype(np.uint8)
+    rgb = np.concatenate([gray, gray[:, ::-1], 255 - gray], axis=3)
+    cfg = EMConfig(states=3, epochs=1, basis=4, batch_size=256, val_fraction=0.0)
+    m1 = fit_model(gray, patch=4, config=cfg, max_patches=400)
+    m3 = fit_model(rgb, patch=2, config=cfg, max_patches=400)
+    model = PCModel({1: m1.circuits[1], 3: m3.circuits[3]}, "tiny")
+    path = tmp_path_factory.mktemp("pc") / "tiny.ncpc"
+    model.save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("basis", [0, 3])
+def test_likelihood_and_marginals_match_brute_force(basis):
+    c = random_circuit(5, 3, seed=basis, basis=basis)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 5)).astype(np.int16)
+    x[3, [1, 4]] = -1  # marginalised pixels
+    x[4, :] = -1  # everything marginalised: probability 1
+    ll = c.log_likelihood(x)
+    for row, got in zip(x, ll):
+        assert got == pytest.approx(math.log(brute_joint(c, row)), rel=1e-9, abs=1e-9)
+    assert ll[4] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_conditionals_match_brute_force_and_naive():
+    c = random_circuit(4, 3, seed=7)
+    img = np.array([[3, 200, 17, 90]], dtype=np.uint8)
+    eff = coding.efficient_tables(c, img, PREC)[0]
+    naive = coding.naive_tables(c, img, PREC)[0]
+    assert np.array_equal(eff, naive)
+    for t in range(4):
+        pmf = np.empty(256)
+        for v in range(256):
+            x = np.full(4, -1)
+            x[:t] = img[0, :t]
+            x[t] = v
+            pmf[v] = brute_joint(c, x)
+        ref = quantize_pmf(pmf / pmf.sum(), PREC)
+        assert np.abs(eff[t].astype(np.int64) - ref).max() <= 1  # same pmf up to float rounding
+        assert eff[t].sum() == 1 << PREC and eff[t].min() >= 1
+
+
+def test_efficient_tables_equal_naive_on_bigger_tree():
+    c = random_circuit(40, 4, seed=3, basis=5)
+    x = np.random.default_rng(5).integers(0, 256, (3, 40)).astype(np.uint8)
+    assert np.array_equal(coding.efficient_tables(c, x, PREC), coding.naive_tables(c, x, PREC))
+
+
+def test_em_increases_likelihood():
+    c = random_circuit(6, 2, seed=11)
+    rng = np.random.default_rng(2)
+    z = rng.integers(0, 2, 60)
+    x = (z[:, None] * 180 + rng.integers(0, 40, (60, 6))).astype(np.int16)
+    prior, trans, leaf = c.prior.copy(), c.trans.copy(), c.leaf.copy()
+    t = c.tree
+    lls = []
+    for _ in range(6):
+        pf, tf, lf = np.zeros(2), np.zeros((6, 2, 2)), np.zeros((6, 2, 256))
+        ll = kernels.em_flows(x, prior, trans, leaf, t.child_ptr, t.child_idx, t.post, pf, tf, lf,
+                              np.zeros((1, 1, 1)), np.zeros((0, 256)), np.zeros((1, 1, 1)), np.zeros((0, 256)))
+        lls.append(ll)
+        prior, trans, leaf = _normalise(pf, 1e-9), _normalise(tf, 1e-9), _normalise(lf, 1e-9)
+    assert all(b >= a - 1e-7 for a, b in zip(lls, lls[1:]))
+    assert lls[-1] > lls[0] + 1.0
+
+
+def test_structure_chain_and_balanced_height():
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.integers(-30, 31, (3000, 31)), axis=1)
+    x = (walk - walk.min(1, keepdims=True)).clip(0, 255).astype(np.uint8)
+    mi = mutual_information(x, 16)
+    assert np.allclose(mi, mi.T) and (mi >= -1e-12).all()
+    edges = max_spanning_tree(mi)
+    assert sorted(tuple(sorted(e)) for e in edges) == [(i, i + 1) for i in range(30)]  # the chain
+    bal = compile_tree(root_tree(31, edges, "balanced"))
+    assert bal.height <= math.floor(math.log2(31)) + 1
+    assert compile_tree(root_tree(31, edges, "chow_liu")).height == 16
+    assert learn_structure(x).size == 31
+
+
+def test_round_trips(tiny_model):
+    rng = np.random.default_rng(0)
+    cases = [
+        np.zeros((8, 8), np.uint8),
+        np.full((8, 8), 255, np.uint8),
+        rng.integers(0, 256, (9, 13), dtype=np.uint8),  # odd size, pure noise
+        rng.integers(0, 256, (5, 7, 3), dtype=np.uint8),  # rgb, odd
+        np.full((3, 4, 3), 255, np.uint8),
+        rng.integers(0, 256, (6, 5, 4), dtype=np.uint8),  # rgba: planes through the gray circuit
+        rng.integers(0, 256, (3, 11, 6), dtype=np.uint8),  # batch N,H,W
+        rng.integers(0, 256, (2, 3, 5, 3), dtype=np.uint8),  # batch with channels
+        np.zeros((1, 1), np.uint8),
+    ]
+    for x in cases:
+        blob = neurocodec.encode(x, codec="pc", model=tiny_model)
+        y = neurocodec.decode(blob, model=tiny_model)
+        assert y.dtype == np.uint8 and y.shape == x.shape and np.array_equal(x, y), x.shape
+    flat = neurocodec.encode(np.zeros((16, 16), np.uint8), codec="pc", model=tiny_model)
+    noisy = neurocodec.encode(rng.integers(0, 256, (16, 16), dtype=np.uint8), codec="pc", model=tiny_model)
+    assert len(flat) < len(noisy) <= 256 + 200  # noise falls back to raw pixels, never far above 8 bpd
+    assert not ncx.unpack(flat).header.get("raw")
+
+
+def test_arithmetic_path_round_trips_noise_and_extremes(tiny_model):
+    """The coded path itself (no raw fallback) on noise, all-black, all-white and padded patches."""
+    model = PCModel.load(tiny_model)
+    rng = np.random.default_rng(8)
+    for c, shape in ((1, (3, 9, 7, 1)), (3, (2, 5, 3, 3))):
+        circ = coding.choose_circuit(model, c)
+        for x in (rng.integers(0, 256, shape, dtype=np.uint8), np.zeros(shape, np.uint8),
+                  np.full(shape, 255, np.uint8)):
+            lay = coding.make_layout(x.shape, circ)
+            patches, mask = coding.to_patches(x, lay)
+            assert not mask.all()  # odd sizes: some variables are padding
+            words = coding.encode_patches(circ, patches, mask, PREC)
+            back = coding.decode_patches(circ, words, coding.patch_mask(lay), PREC)
+            assert np.array_equal(coding.from_patches(back, lay), x)
+
+
+def test_model_identity_is_checked(tiny_model, tmp_path):
+    x = np.random.default_rng(3).integers(0, 256, (4, 4), dtype=np.uint8)
+    blob = neurocodec.encode(x, codec="pc", model=tiny_model)
+    with pytest.raises(UsageError, match="model=PATH"):
+        neurocodec.decode(blob)  # a user model must be given back
+    other = PCModel.load(tiny_model)
+    circ = other.circuits[1]
+    q = circ.q_prior.copy()
+    q[0] = q[0] + 1 if q[0] < 255 else q[0] - 1
+    other.circuits[1] = HCLT(circ.tree, q, circ.q_trans, circ.q_leaf, circ.patch, circ.q_bw, circ.q_basis)
+    other.save(tmp_path / "other.ncpc")
+    with pytest.raises(UsageError, match="hash"):
+        neurocodec.decode(blob, model=str(tmp_path / "other.ncpc"))
+    with pytest.raises(InputError):
+        PCModel.from_bytes(b"not a model")
+
+
+def test_bad_input_and_device(tiny_model):
+    with pytest.raises(InputError):
+        neurocodec.encode(np.zeros((4, 4), np.float32), codec="pc", model=tiny_model)
+    with pytest.raises(UsageError):
+        neurocodec.encode(np.zeros((4, 4), np.uint8), codec="pc", model=tiny_model, device="cuda")
+    with pytest.raises(InputError):
+        neurocodec.encode(np.zeros((4, 4), np.uint8), codec="pc", model="/nonexistent/model.ncpc")
+
+
+def test_cli_fit_and_encode(tmp_path):
+    from neurocodec.cli import main
+
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    np.save(tmp_path / "train.npy", data)
+    model = tmp_path / "m.ncpc"
+    assert main(["pc", "fit", str(tmp_path / "train.npy"), "-o", str(model), "--states", "2", "--basis", "0",
+                 "--epochs", "1", "-q"]) == 0
+    assert PCModel.load(model).circuits[1].patch == (8, 8, 1)
+    np.save(tmp_path / "img.npy", data[0])
+    assert main(["encode", str(tmp_path / "img.npy"), "-c", "pc", "-p", f"model={model}",
+                 "-o", str(tmp_path / "img.ncx"), "-q"]) == 0
+    assert main(["decode", str(tmp_path / "img.ncx"), "-p", f"model={model}", "-o", str(tmp_path / "out.npy"),
+                 "-q"]) == 0
+    assert np.array_equal(np.load(tmp_path / "out.npy"), data[0])
+    assert main(["pc", "fit", str(tmp_path / "missing"), "-o", str(model), "-q"]) == 3
+
+
+@pytest.mark.skipif(not builtin_path("mnist").is_file(), reason="shipped mnist model not built")
+def test_shipped_mnist_model():
+    from neurocodec.datasets import mnist_5k_split
+
+    _, (x_test, _) = mnist_5k_split()
+    x = x_test[::100][:10]
+    blob = neurocodec.encode(x, codec="pc", model="mnist")
+    assert np.array_equal(neurocodec.decode(blob), x)
+    assert len(blob) * 8 / x.size < 1.8  # PNG needs ~3 bpd on these
+
+
+@pytest.mark.skipif(not builtin_path("natural").is_file(), reason="shipped natural model not built")
+def test_shipped_natural_model():
+    rng = np.random.default_rng(0)
+    for x in (rng.integers(0, 256, (11, 9, 3), dtype=np.uint8), np.full((10, 17), 7, np.uint8)):
+        assert np.array_equal(neurocodec.decode(neurocodec.encode(x, codec="pc", model="natural")), x)
+
+
+def test_torch_evaluation_matches_numba():
+    from neurocodec.codecs.pc.torch_eval import log_likelihood_torch
+
+    c = random_circuit(30, 4, seed=9, basis=6)
+    x = np.random.default_rng(1).integers(-1, 256, (7, 30)).astype(np.int16)
+    assert np.allclose(log_likelihood_torch(c, x, device="cpu", chunk=3), c.log_likelihood(x), rtol=1e-10)
