@@ -172,13 +172,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="CI mode: 1 seed, 100 epochs per task, small sweep, fewer MNIST methods (< 3 min)")
-    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"])
+    ap.add_argument("--datasets", "--data", dest="datasets", nargs="+", default=["digits", "mnist"])
+    ap.add_argument("--codecs", nargs="+", help="only these methods (kvb, naive-linear, vq-linear, pq-kvb, iid, "
+                                                "iid-linear, kvb-conv_ae)")
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--epochs", type=int, help="epochs per task (default 500; quick 100)")
     ap.add_argument("--no-sweep", action="store_true")
-    ap.add_argument("--out", type=Path, default=default_results_dir())
+    ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results, quick: results-quick)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON already under --out")
     args = ap.parse_args(argv)
+    args.out = args.out or default_results_dir(args.quick)
     if args.plot_only:
         return replot(args.out, args.datasets, args.quick)
     torch.set_num_threads(1)  # shared 2-core machines; the work is small per step
@@ -207,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         main_runs: list[dict] = []
         for method, fn in methods.items():
             if args.quick and method not in cfg.get("quick_methods", methods):
+                continue
+            if args.codecs and method not in args.codecs:
                 continue
             runs = []
             for s in seeds:

@@ -33,8 +33,10 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def default_results_dir() -> Path:
-    return repo_root() / "benchmarks" / "results"
+def default_results_dir(quick: bool = False) -> Path:
+    """``benchmarks/results`` (committed full runs) or, for quick runs, ``benchmarks/results-quick``
+    (git-ignored), so a CI-sized run never overwrites a committed result."""
+    return repo_root() / "benchmarks" / ("results-quick" if quick else "results")
 
 
 def _git_commit() -> str | None:
@@ -102,8 +104,9 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def result_path(suite: str, dataset: str, codec: str, out_dir: str | os.PathLike | None = None) -> Path:
-    base = Path(out_dir) if out_dir is not None else default_results_dir()
+def result_path(suite: str, dataset: str, codec: str, out_dir: str | os.PathLike | None = None,
+                quick: bool = False) -> Path:
+    base = Path(out_dir) if out_dir is not None else default_results_dir(quick)
     return base / suite / dataset / f"{codec}.json"
 
 
@@ -135,7 +138,7 @@ def write_results(
         "results": {k: [_jsonable(v) for v in vals] for k, vals in results.items()},
         "extra": extra or {},
     }
-    path = result_path(suite, dataset, codec, out_dir)
+    path = result_path(suite, dataset, codec, out_dir, quick)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, (json.dumps(doc, indent=2, allow_nan=True) + "\n").encode())
     return path
