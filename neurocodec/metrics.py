@@ -147,14 +147,17 @@ def _bjontegaard():
 
 def bd_rate(rate_anchor, dist_anchor, rate_test, dist_test) -> float:
     """Bjontegaard delta rate in percent (pchip, as the JVET common test conditions);
-    negative = the test codec needs fewer bits at equal quality."""
+    negative = the test codec needs fewer bits at equal quality. The curves may have different
+    numbers of points (at least 4 each for a meaningful pchip fit)."""
     bd = _bjontegaard()
     return float(bd.bd_rate(np.asarray(rate_anchor, float), np.asarray(dist_anchor, float),
-                            np.asarray(rate_test, float), np.asarray(dist_test, float), method="pchip"))
+                            np.asarray(rate_test, float), np.asarray(dist_test, float), method="pchip",
+                            require_matching_points=False))
 
 
 def bd_psnr(rate_anchor, dist_anchor, rate_test, dist_test) -> float:
     """Bjontegaard delta quality (dB for PSNR) at equal rate, pchip; positive = test is better."""
     bd = _bjontegaard()
     return float(bd.bd_psnr(np.asarray(rate_anchor, float), np.asarray(dist_anchor, float),
-                            np.asarray(rate_test, float), np.asarray(dist_test, float), method="pchip"))
+                            np.asarray(rate_test, float), np.asarray(dist_test, float), method="pchip",
+                            require_matching_points=False))

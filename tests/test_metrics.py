@@ -75,3 +75,11 @@ def test_bd_rate_known_shift():
 def test_shape_mismatch():
     with pytest.raises(UsageError):
         metrics.psnr(np.zeros(3), np.zeros(4))
+
+
+def test_bd_rate_accepts_unequal_point_counts():
+    rate = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+    psnr = 30 + 3 * np.log2(rate / 0.1)
+    test_rate = np.array([0.1, 0.25, 0.5, 1.0]) * 0.5
+    test_psnr = 30 + 3 * np.log2(test_rate / 0.05)
+    assert metrics.bd_rate(rate, psnr, test_rate, test_psnr) == pytest.approx(-50.0, abs=0.5)

@@ -1,0 +1,201 @@
+"""Arbitrary-scale super-resolution on the held-out photos: bicubic vs the ldm LIIF path vs the ldm
+latent-diffusion path.
+
+Protocol: HR = the photo cropped so that ``round(lr_size x s)`` is exactly its size, LR = PIL bicubic
+(antialiased) down-sampling, metrics = RGB PSNR / SSIM with a border shave of ``ceil(s)`` pixels.
+Datasets written through ``write_results('sr', ...)``:
+
+* ``held_out``: full photos, bicubic and LIIF (mean over astronaut, coffee, chelsea; per photo in extra).
+* ``held_out_crop<N>``: a centre ``N x N`` HR crop of each photo, bicubic, LIIF and diffusion
+  (3 seeds: mean and std over seeds of the photo mean). The crop keeps the CPU cost of the
+  diffusion path bounded; bicubic and LIIF are re-measured on the same crops for comparison.
+
+``python benchmarks/sr/run.py [--quick]``
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurocodec import datasets, metrics
+from neurocodec.bench.results import default_results_dir, write_results
+from neurocodec.codecs.ldm import api
+from neurocodec.codecs.ldm.train import resize
+
+SCALES = (2.0, 3.0, 4.0, 2.5, 3.7, 6.0, 8.0)
+
+
+def make_pair(hr: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(HR cropped to round(lr x s), LR) for scale ``s``."""
+    h, w = hr.shape[:2]
+    lh, lw = int(math.floor(h / s)), int(math.floor(w / s))
+    oh, ow = api.output_size(lh, lw, s)
+    crop = np.ascontiguousarray(hr[:oh, :ow])
+    return crop, resize(crop, lh, lw)
+
+
+def scores(out: np.ndarray, ref: np.ndarray, s: float) -> tuple[float, float]:
+    k = int(math.ceil(s))
+    a, b = out[k:-k, k:-k], ref[k:-k, k:-k]
+    return metrics.psnr(a, b), metrics.ssim(a, b)
+
+
+def center(img: np.ndarray, n: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    y, x = (h - n) // 2, (w - n) // 2
+    return np.ascontiguousarray(img[y : y + n, x : x + n])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="CI mode: fewer scales, seeds and steps")
+    ap.add_argument("--weights", type=Path, default=None, help="ldm weights folder (default: shipped)")
+    ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the diffusion path")
+    ap.add_argument("--crop", type=int, default=192, help="HR crop side for the diffusion comparison")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    # quick (CI) mode: centre 256px crops, 3 scales, diffusion at x4 only on 96px crops, 2 seeds, 4 steps
+    scales = (2.0, 3.7, 8.0) if a.quick else SCALES
+    diff_scales = (4.0,) if a.quick else SCALES
+    seeds = (0, 1) if a.quick else (0, 1, 2)
+    steps = min(a.steps, 4) if a.quick else a.steps
+    if a.quick:
+        a.crop = min(a.crop, 96)
+    photos = {n: datasets.load(n)[..., :3] for n in datasets.HELD_OUT_PHOTOS}
+    if a.quick:
+        photos = {n: center(p, 256) for n, p in photos.items()}
+    out_dir = a.out_dir or default_results_dir()
+    env = {"quick": a.quick}
+
+    # ---- full photos: bicubic vs LIIF
+    full: dict[str, dict] = {m: {"scale": [], "psnr-rgb": [], "ssim-rgb": [], "time": []} for m in ("bicubic", "liif")}
+    per_photo: dict[str, dict] = {m: {} for m in full}
+    for s in scales:
+        acc = {m: [] for m in full}
+        for name, img in photos.items():
+            hr, lr = make_pair(img, s)
+            t0 = time.perf_counter()
+            bic = resize(lr, hr.shape[0], hr.shape[1])
+            t1 = time.perf_counter()
+            sr = api.upsample(lr, s, weights_dir=a.weights)
+            t2 = time.perf_counter()
+            assert sr.shape == hr.shape, (sr.shape, hr.shape)
+            for m, out, dt in (("bicubic", bic, t1 - t0), ("liif", sr, t2 - t1)):
+                p, q = scores(out, hr, s)
+                acc[m].append((p, q, dt))
+                per_photo[m].setdefault(name, []).append({"scale": s, "psnr": p, "ssim": q})
+        for m in full:
+            arr = np.array(acc[m])
+            full[m]["scale"].append(s)
+            full[m]["psnr-rgb"].append(arr[:, 0].mean())
+            full[m]["ssim-rgb"].append(arr[:, 1].mean())
+            full[m]["time"].append(arr[:, 2].mean())
+    for m in full:
+        write_results("sr", "held_out", m, full[m], quick=a.quick, out_dir=out_dir,
+                      description=f"{m} on the full held-out photos; RGB, shave ceil(scale)",
+                      extra={"per_photo": per_photo[m], "photos": list(photos), **env})
+
+    # ---- centre crops: bicubic vs LIIF vs diffusion (seeds)
+    crops = {n: center(img, a.crop) for n, img in photos.items()}
+    keys = ("scale", "psnr-rgb", "ssim-rgb", "psnr-rgb-std", "ssim-rgb-std", "time")
+    cres: dict[str, dict] = {m: {k: [] for k in keys} for m in ("bicubic", "liif", "diffusion")}
+    samples: dict[float, dict] = {}
+    for s in diff_scales:
+        runs: dict[str, list] = {"bicubic": [], "liif": []}
+        seed_means = []
+        times = []
+        for name, img in crops.items():
+            hr, lr = make_pair(img, s)
+            bic = resize(lr, hr.shape[0], hr.shape[1])
+            sr = api.upsample(lr, s, weights_dir=a.weights)
+            runs["bicubic"].append(scores(bic, hr, s))
+            runs["liif"].append(scores(sr, hr, s))
+            if name == "coffee":
+                samples[s] = {"hr": hr, "bicubic": bic, "liif": sr}
+        for seed in seeds:
+            vals = []
+            for name, img in crops.items():
+                hr, lr = make_pair(img, s)
+                t0 = time.perf_counter()
+                d = api.upsample(lr, s, method="diffusion", steps=steps, seed=seed, weights_dir=a.weights)
+                times.append(time.perf_counter() - t0)
+                vals.append(scores(d, hr, s))
+                if name == "coffee" and seed == 0:
+                    samples[s]["diffusion"] = d
+            seed_means.append(np.mean(vals, axis=0))
+        for m in ("bicubic", "liif"):
+            arr = np.array(runs[m])
+            for k, v in zip(keys, (s, arr[:, 0].mean(), arr[:, 1].mean(), 0.0, 0.0, 0.0)):
+                cres[m][k].append(v)
+        sm = np.array(seed_means)
+        for k, v in zip(keys, (s, sm[:, 0].mean(), sm[:, 1].mean(), sm[:, 0].std(), sm[:, 1].std(), np.mean(times))):
+            cres["diffusion"][k].append(v)
+    for m in cres:
+        write_results("sr", f"held_out_crop{a.crop}", m, cres[m], quick=a.quick, out_dir=out_dir,
+                      description=f"{m} on centre {a.crop}px crops of the held-out photos; diffusion: "
+                                  f"{len(seeds)} seeds, {steps} DDIM steps, strength 0.7 (default), std over seeds",
+                      extra={"seeds": list(seeds), "steps": steps, **env})
+
+    # ---- table
+    print(f"{'scale':>6} | {'bicubic':>8} {'liif':>8} {'gain':>6} | crop{a.crop}: {'bicubic':>8} {'liif':>8} {'diffusion':>14}")
+    for s in list(scales) + [d for d in diff_scales if d not in scales]:
+        if s in scales:
+            i = scales.index(s)
+            b, l = full["bicubic"]["psnr-rgb"][i], full["liif"]["psnr-rgb"][i]
+            line = f"{s:>6.2f} | {b:8.2f} {l:8.2f} {l - b:+6.2f} |"
+        else:
+            line = f"{s:>6.2f} | {'':8} {'':8} {'':6} |"
+        if s in cres["diffusion"]["scale"]:
+            j = cres["diffusion"]["scale"].index(s)
+            line += (f"         {cres['bicubic']['psnr-rgb'][j]:8.2f} {cres['liif']['psnr-rgb'][j]:8.2f} "
+                     f"{cres['diffusion']['psnr-rgb'][j]:8.2f}+-{cres['diffusion']['psnr-rgb-std'][j]:.2f}")
+        print(line)
+
+    # ---- sample crops and a plot (full mode only: CI does not need pictures)
+    if not a.quick:
+        from neurocodec.io import write_image
+
+        pics = out_dir / "sr" / "crops"
+        pics.mkdir(parents=True, exist_ok=True)
+        for s, d in samples.items():
+            row = [d[k] for k in ("hr", "bicubic", "liif", "diffusion") if k in d]
+            n = min(r.shape[0] for r in row), min(r.shape[1] for r in row)
+            strip = np.concatenate([r[: n[0], : n[1]] for r in row], axis=1)
+            write_image(pics / f"coffee_x{s:g}_hr_bicubic_liif_diffusion.png", strip)
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+            order = np.argsort(scales)
+            for m in full:
+                ax[0].plot(np.array(scales)[order], np.array(full[m]["psnr-rgb"])[order], "o-", label=m)
+            ax[0].set(title="held-out photos", xlabel="scale", ylabel="PSNR (dB)")
+            ds = np.array(cres["diffusion"]["scale"])
+            o2 = np.argsort(ds)
+            for m in cres:
+                ax[1].errorbar(ds[o2], np.array(cres[m]["psnr-rgb"])[o2], yerr=np.array(cres[m]["psnr-rgb-std"])[o2],
+                               fmt="o-", label=m)
+            ax[1].set(title=f"centre {a.crop}px crops", xlabel="scale")
+            for x in ax:
+                x.legend()
+                x.grid(alpha=0.3)
+            fig.tight_layout()
+            fig.savefig(out_dir / "sr" / "psnr_vs_scale.png", dpi=90)
+        except ImportError:
+            print("matplotlib missing: no plot", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
