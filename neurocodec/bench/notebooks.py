@@ -120,8 +120,9 @@ small = np.asarray(Image.fromarray(photo).resize((48, 48), Image.BICUBIC))
 bicubic = np.asarray(Image.fromarray(small).resize((96, 96), Image.BICUBIC))
 panels = [("original", photo), ("x2 bicubic", bicubic)]
 if "ldm" in neurocodec.list_codecs():
-    from neurocodec.codecs.ldm import upsample
+    from neurocodec.codecs.ldm.api import upsample
     panels.append(("x2 LIIF", upsample(small, scale=2.0, method="liif")))
+    panels.append(("x2 diffusion", upsample(small, scale=2.0, method="diffusion", steps=4 if QUICK else 20, seed=0)))
 fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
 for ax, (title, img) in zip(axes, panels):
     ax.imshow(img); ax.axis("off")
