@@ -1,0 +1,356 @@
+"""Video benchmark: HNeRV and NeRV against x264 / x265 / SVT-AV1 on carphone and bunny.
+
+    .venv/bin/python benchmarks/video/run.py [--quick] [--data carphone|bunny|all] [--epochs N]
+
+Every RD point runs in its own worker process (so its peak memory is its own, measured with
+``wait4``): encode through ``neurocodec.encode`` (bits = the whole ``.ncx``), decode (timed, frames
+per second), PSNR-RGB (mean over frames) and MS-SSIM-RGB against the source. Neural points use one
+torch thread (the machine is shared); ffmpeg uses its defaults.
+
+HNeRV points are rate targets (``target_bpp``); each NeRV point gets the same parameter count
+(``target_params`` = the HNeRV point's decoder + embedding values) and the same epochs, which is the
+paper's comparison. Results: ``benchmarks/results/video/<dataset>/<codec>.json`` (written after every
+point, so an interrupted run leaves valid files), ``rd.png``, and ``summary.json`` with BD-rates.
+Full runs cache points in ``--cache`` (default /tmp/neurocodec_video_bench) so a rerun resumes;
+``--quick`` uses a fresh temporary folder for cache and results unless told otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+CLASSICAL = {
+    "x264": {"preset": "veryslow", "crf": [23, 28, 33, 38, 43, 48]},
+    "x265": {"preset": "slow", "crf": [23, 28, 33, 38, 43, 48]},
+    "svtav1": {"preset": "4", "crf": [35, 42, 49, 56, 63]},
+}
+FULL_BPP = {"carphone": [0.06, 0.1, 0.16, 0.25], "bunny": [0.03, 0.06, 0.1, 0.16]}
+
+
+# ----------------------------------------------------------------------------------- data
+def load_clip(name: str, quick: bool) -> np.ndarray:
+    from neurocodec import datasets
+
+    if name == "carphone":
+        clip = datasets.load("carphone")  # 120 x 144 x 176
+    elif name == "bunny":
+        from PIL import Image
+
+        src = datasets.load("bunny")  # 132 x 720 x 1280 -> 180 x 320 (area resampling)
+        clip = np.stack([np.asarray(Image.fromarray(f).resize((320, 180), Image.Resampling.BOX)) for f in src])
+    else:
+        raise SystemExit(f"unknown dataset {name}")
+    return np.ascontiguousarray(clip[:8] if quick else clip)
+
+
+# --------------------------------------------------------------------------------- worker
+def worker(spec: dict) -> dict:
+    """One RD point: encode, decode, measure. Runs in a child process."""
+    import resource
+
+    if spec["codec"] in ("hnerv", "nerv"):  # classical workers do not load torch (memory is measured)
+        import torch
+
+        torch.set_num_threads(1)
+    import neurocodec
+    from neurocodec import metrics
+
+    clip = np.load(spec["clip"])
+    t0 = time.perf_counter()
+    blob = neurocodec.encode(clip, codec=spec["codec"], **spec["params"])
+    enc = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec = neurocodec.decode(blob, **spec.get("decode", {}))
+    dec = time.perf_counter() - t0
+    from neurocodec.container import unpack
+
+    header = unpack(blob).header
+    out = {
+        "bpp": metrics.bpp(len(blob), clip.shape),
+        "bytes": len(blob),
+        "psnr-rgb": metrics.video_psnr(clip, rec),
+        "ms-ssim-rgb": metrics.ms_ssim(clip, rec),
+        "encoding_time": enc,
+        "decoding_time": dec,
+        "decode_fps": clip.shape[0] / dec,
+        "params": spec["params"],
+        "fit": header.get("fit"),
+        # this process's peak, or that of a child it ran (ffmpeg), whichever is larger
+        "vmhwm_mb": max(_vmhwm_mb() or 0.0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0) or None,
+    }
+    return out
+
+
+def _vmhwm_mb() -> float | None:
+    """Peak resident memory of this process since exec (``VmHWM``): unlike ``ru_maxrss``, it does
+    not include the parent's memory copied at fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def run_point(spec: dict, cache: Path) -> dict | None:
+    key = spec["codec"] + "_" + "_".join(f"{k}{v}" for k, v in sorted(spec["params"].items()) if k != "checkpoint")
+    path = cache / f"{key}.json"
+    if path.exists():
+        res = json.loads(path.read_text())
+        if res.get("vmhwm_mb") is not None:
+            res["peak_memory_mb"] = res["vmhwm_mb"]
+        return res
+    t0 = time.time()
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=None, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        print(f"!! worker failed for {spec['codec']} {spec['params']} (status {status}); point skipped", flush=True)
+        return None
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    # VmHWM of the worker where Linux reports it; wait4's maxrss counts the parent's pages at fork
+    res["peak_memory_mb"] = res["vmhwm_mb"] if res.get("vmhwm_mb") is not None else usage.ru_maxrss / 1024.0
+    res["wall_s"] = time.time() - t0
+    path.write_text(json.dumps(res))
+    return res
+
+
+# ---------------------------------------------------------------------------------- report
+KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time", "decode_fps", "peak_memory_mb")
+
+
+def save(dataset: str, codec: str, points: list[dict], description: str, quick: bool, out_dir: Path | None,
+         extra: dict | None = None) -> None:
+    from neurocodec.bench.results import write_results
+
+    pts = sorted(points, key=lambda p: p["bpp"])
+    results = {k: [p[k] for p in pts] for k in KEYS}
+    ex = {"points": [{"params": p["params"], "bytes": p["bytes"], "fit": p.get("fit")} for p in pts]}
+    ex.update(extra or {})
+    write_results("video", dataset, codec, results, description=description, quick=quick, extra=ex, out_dir=out_dir)
+
+
+def bd_table(curves: dict[str, list[dict]]) -> dict:
+    import warnings
+
+    from neurocodec.metrics import bd_psnr, bd_rate
+
+    out: dict = {}
+    h = curves.get("hnerv", [])
+    if len(h) < 4:
+        return out
+    hb, hp, hs = ([p[k] for p in sorted(h, key=lambda p: p["bpp"])] for k in ("bpp", "psnr-rgb", "ms-ssim-rgb"))
+    for name, pts in curves.items():
+        if name == "hnerv" or len(pts) < 4:
+            continue
+        pts = _overlapping_window(sorted(pts, key=lambda p: p["bpp"]), hp)
+        ab, ap, as_ = ([p[k] for p in pts] for k in ("bpp", "psnr-rgb", "ms-ssim-rgb"))
+        row = {"anchor_points": [p["params"].get("crf") for p in pts]}
+        for label, fn, a_d, h_d in (("bd_rate_psnr_%", bd_rate, ap, hp), ("bd_psnr_db", bd_psnr, ap, hp),
+                                     ("bd_rate_msssim_%", bd_rate, as_, hs)):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # little overlap: the value is an extrapolation
+                    row[label] = round(fn(ab, a_d, hb, h_d), 3)
+            except Exception as exc:  # curves that do not overlap have no BD value
+                row[label] = f"n/a ({type(exc).__name__})"
+        out[f"hnerv_vs_{name}"] = row
+    return out
+
+
+def _overlapping_window(pts: list[dict], test_psnr: list[float]) -> list[dict]:
+    """The run of consecutive anchor points, as many as the test curve has (the BD library wants
+    equal counts), whose PSNR interval overlaps the test curve's the most."""
+    n = len(test_psnr)
+    if len(pts) <= n:
+        return pts
+    lo, hi = min(test_psnr), max(test_psnr)
+
+    def overlap(win: list[dict]) -> float:
+        a = [p["psnr-rgb"] for p in win]
+        return min(hi, max(a)) - max(lo, min(a))
+
+    return max((pts[i : i + n] for i in range(len(pts) - n + 1)), key=overlap)
+
+
+def plot(dataset: str, curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, pts in curves.items():
+        pts = sorted(pts, key=lambda p: p["bpp"])
+        for ax, key in zip(axes, ("psnr-rgb", "ms-ssim-rgb")):
+            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", label=name)
+    for ax, key in zip(axes, ("PSNR-RGB (dB)", "MS-SSIM-RGB")):
+        ax.set_xlabel("bpp (whole file)")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(dataset)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ main
+def bench_dataset(dataset: str, args: argparse.Namespace) -> dict:
+    from neurocodec.bench.results import default_results_dir
+
+    clip = load_clip(dataset, args.quick)
+    cache = Path(args.cache) / ("quick" if args.quick else "full") / dataset
+    cache.mkdir(parents=True, exist_ok=True)
+    clip_path = cache / "clip.npy"
+    np.save(clip_path, clip)
+    # quick (CI) results never overwrite the committed full results unless --out-dir says so
+    out_dir = Path(args.out_dir) if args.out_dir else (Path(args.cache) / "quick_results" if args.quick else None)
+    base = (out_dir or default_results_dir()) / "video" / dataset
+    curves: dict[str, list[dict]] = {}
+    T, H, W = clip.shape[:3]
+    print(f"== {dataset}: {T} frames {W}x{H}", flush=True)
+
+    for name in [c for c in ("x264", "x265", "svtav1") if c in args.codecs]:
+        cfg = CLASSICAL[name]
+        crfs = cfg["crf"][1:3] if args.quick else cfg["crf"]
+        pts = [run_point({"codec": name, "clip": str(clip_path), "params": {"crf": c, "preset": cfg["preset"]}}, cache)
+               for c in crfs]
+        curves[name] = [p for p in pts if p is not None]
+        save(dataset, name, curves[name], f"{name} preset {cfg['preset']}, crf {crfs}, YUV 4:2:0, raw elementary stream in .ncx",
+             args.quick, out_dir)
+        _print(name, curves[name])
+
+    epochs = args.epochs or (10 if args.quick else 40)
+    bpps = [0.1, 0.25] if args.quick else FULL_BPP[dataset]
+    neural = [c for c in ("hnerv", "nerv") if c in args.codecs]
+    curves.update({c: [] for c in neural})
+    pairs = []
+    for bpp in bpps:
+        common = {"epochs": epochs, "seed": 0, "device": "cpu"}
+        h = None
+        if "hnerv" in neural:
+            h = run_point({"codec": "hnerv", "clip": str(clip_path), "params": {**common, "target_bpp": bpp},
+                           "decode": {"device": "cpu"}}, cache)
+            if h is None:
+                continue
+            curves["hnerv"].append(h)
+            save(dataset, "hnerv", curves["hnerv"], _desc("hnerv", epochs, T), args.quick, out_dir)
+        if "nerv" in neural:
+            params = {**common, "target_params": h["fit"]["model_values"]} if h else {**common, "target_bpp": bpp}
+            n = run_point({"codec": "nerv", "clip": str(clip_path), "params": params, "decode": {"device": "cpu"}}, cache)
+            if n is None:
+                continue
+            curves["nerv"].append(n)
+            save(dataset, "nerv", curves["nerv"], _desc("nerv", epochs, T), args.quick, out_dir)
+            if h:
+                pairs.append({"target_bpp": bpp, "epochs": epochs,
+                              "hnerv_values": h["fit"]["model_values"], "nerv_values": n["fit"]["model_values"],
+                              "hnerv_psnr": h["psnr-rgb"], "nerv_psnr": n["psnr-rgb"],
+                              "delta_db": h["psnr-rgb"] - n["psnr-rgb"],
+                              "hnerv_fit_s": h["fit"]["seconds"], "nerv_fit_s": n["fit"]["seconds"]})
+        for c in neural:
+            _print(c, curves[c][-1:])
+
+    summary = {"dataset": dataset, "frames": T, "size": [W, H], "epochs": epochs, "quick": args.quick,
+               "equal_size_equal_epochs": pairs, "bd": bd_table(curves)}
+    if pairs:
+        summary["hnerv_minus_nerv_db_mean"] = float(np.mean([p["delta_db"] for p in pairs]))
+    if "hnerv" in curves and curves["hnerv"]:
+        save(dataset, "hnerv", curves["hnerv"], _desc("hnerv", epochs, T), args.quick, out_dir,
+             extra={"bd": summary["bd"], "vs_nerv": pairs})
+    # the summary lives in hnerv.json's "extra" and in table.md: every *.json here is a results document
+    base.mkdir(parents=True, exist_ok=True)
+    plot(dataset, curves, base / "rd.png")
+    (base / "table.md").write_text(markdown_table(dataset, curves, summary))
+    print(json.dumps({k: summary[k] for k in ("bd", "equal_size_equal_epochs")}, indent=1), flush=True)
+    return summary
+
+
+def markdown_table(dataset: str, curves: dict[str, list[dict]], summary: dict) -> str:
+    """The numbers of one dataset as Markdown (RD points, HNeRV vs NeRV, BD-rates)."""
+    lines = [f"### {dataset} ({summary['frames']} frames, {summary['size'][0]}x{summary['size'][1]})", "",
+             "| codec | setting | bpp | PSNR-RGB dB | MS-SSIM-RGB | encode s | decode fps | peak MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, pts in curves.items():
+        for p in sorted(pts, key=lambda p: p["bpp"]):
+            prm = p["params"]
+            setting = (f"crf {prm['crf']}" if "crf" in prm else
+                       f"{p['fit']['model_values']} values, {p['fit']['epochs']}+{p['fit']['finetune_epochs']} ep")
+            lines.append(f"| {name} | {setting} | {p['bpp']:.4f} | {p['psnr-rgb']:.2f} | {p['ms-ssim-rgb']:.4f} | "
+                         f"{p['encoding_time']:.1f} | {p['decode_fps']:.0f} | {p['peak_memory_mb']:.0f} |")
+    if summary.get("equal_size_equal_epochs"):
+        lines += ["", "HNeRV vs NeRV at equal size (values = decoder parameters + embeddings) and equal epochs:", "",
+                  "| HNeRV values | NeRV values | epochs | HNeRV dB | NeRV dB | delta dB | HNeRV fit s | NeRV fit s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for q in summary["equal_size_equal_epochs"]:
+            lines.append(f"| {q['hnerv_values']} | {q['nerv_values']} | {q['epochs']} | {q['hnerv_psnr']:.2f} | "
+                         f"{q['nerv_psnr']:.2f} | {q['delta_db']:+.2f} | {q['hnerv_fit_s']:.0f} | {q['nerv_fit_s']:.0f} |")
+    if summary.get("bd"):
+        lines += ["", "BD of HNeRV against each anchor (negative rate = HNeRV needs fewer bits):", "",
+                  "| anchor | BD-rate (PSNR) % | BD-PSNR dB | BD-rate (MS-SSIM) % |", "|---|---|---|---|"]
+        for k, row in summary["bd"].items():
+            crfs = [c for c in row["anchor_points"] if c is not None]
+            label = k.split("_vs_")[1] + (f" (crf {crfs})" if crfs else "")
+            lines.append(f"| {label} | {row['bd_rate_psnr_%']} | "
+                         f"{row['bd_psnr_db']} | {row['bd_rate_msssim_%']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _desc(codec: str, epochs: int, T: int) -> str:
+    return (f"{codec}: {epochs} epochs (+10% pruned fine-tune) on CPU with 1 thread, Adam lr 1e-3 warm-up + cosine, "
+            f"batch 2, 10% global pruning, 8-bit weights" + (", 6-bit embeddings" if codec == "hnerv" else "")
+            + f"; {T} frames; bits = whole .ncx")
+
+
+def _print(name: str, pts: list[dict]) -> None:
+    for p in sorted(pts, key=lambda p: p["bpp"]):
+        print(f"{name:7s} bpp {p['bpp']:.4f}  psnr {p['psnr-rgb']:6.2f}  ms-ssim {p['ms-ssim-rgb']:.4f}  "
+              f"enc {p['encoding_time']:7.1f}s  dec {p['decode_fps']:7.1f} fps  mem {p.get('peak_memory_mb', 0):6.0f} MB",
+              flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="8 frames, 10 epochs, 2 points per codec (CI)")
+    ap.add_argument("--data", nargs="+", default=["all"], choices=["carphone", "bunny", "all"])
+    ap.add_argument("--codecs", nargs="+", default=["x264,x265,svtav1,hnerv,nerv"],
+                    help="codecs (space- or comma-separated)")
+    ap.add_argument("--epochs", type=int, default=None, help="training epochs of every neural point")
+    ap.add_argument("--cache", default=None,
+                    help="point cache (default /tmp/neurocodec_video_bench; --quick: a fresh temporary folder)")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", default=None, help="results root (default benchmarks/results)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.cache is None:
+        import tempfile
+
+        args.cache = tempfile.mkdtemp(prefix="neurocodec_video_quick_") if args.quick else "/tmp/neurocodec_video_bench"
+    args.codecs = [c for item in args.codecs for c in item.split(",") if c]
+    known = {"x264", "x265", "svtav1", "hnerv", "nerv"}
+    if set(args.codecs) - known:
+        ap.error(f"unknown codecs {sorted(set(args.codecs) - known)}; known: {sorted(known)}")
+    datasets = ["carphone", "bunny"] if "all" in args.data else list(dict.fromkeys(args.data))
+    for ds in datasets:
+        bench_dataset(ds, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

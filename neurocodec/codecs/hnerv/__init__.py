@@ -1,0 +1,1 @@
+"""HNeRV and NeRV: videos encoded as small neural networks (issue 3)."""

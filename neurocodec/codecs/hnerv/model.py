@@ -1,0 +1,312 @@
+"""HNeRV and NeRV networks, their architecture description, and the size planner.
+
+HNeRV (Chen et al., CVPR 2023): a ConvNeXt encoder turns each frame into a tiny embedding
+(``embed_ch x h0 x w0``); a decoder of blocks ``conv(k_i) -> PixelShuffle(s_i) -> GELU`` grows it
+back to the frame. Kernel sizes grow toward the output (1, 3, 5, 5, ...) and widths shrink by
+``reduce`` (1.2) per stage with a floor (``lower_width``, 12): the parameters sit where the
+resolution is, which is what HNeRV changes with respect to NeRV.
+
+NeRV (Chen et al., NeurIPS 2021): the frame index goes through a positional encoding
+(``base^l * pi * t``, sin and cos) and an MLP to a small feature map, then the same kind of decoder
+with 3x3 kernels everywhere and widths halved per stage: most parameters sit in the MLP.
+
+:class:`Arch` holds everything needed to rebuild the decoder; it travels as JSON in the header.
+The encoder is not transmitted (only its output, the embeddings).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ...errors import CorruptStreamError, UsageError
+
+_FACTORS = (5, 4, 3, 2)
+
+
+# ------------------------------------------------------------------------------- architecture
+@dataclass
+class Arch:
+    """Decoder description (and encoder hyperparameters, which are not needed to decode)."""
+
+    kind: str  # "hnerv" | "nerv"
+    frames: int  # T
+    height: int  # original H, W (output is cropped to this)
+    width: int
+    strides: list[int]  # decoder up-sampling factors, input to output
+    width0: int  # HNeRV: c2 (first decoder width); NeRV: feature-map channels after the MLP
+    embed_ch: int = 16  # HNeRV embedding channels
+    ks_min: int = 1  # HNeRV kernel schedule: k_i = min(ks_min + 2 i, ks_max)
+    ks_max: int = 5
+    reduce: float = 1.2
+    lower_width: int = 12
+    enc_width: int = 32  # encoder width (not transmitted; only kept for resume checks)
+    pe_base: float = 1.25  # NeRV positional encoding
+    pe_levels: int = 80
+    mlp_hidden: int = 0  # NeRV: 0 = one linear layer (official HNeRV code), else a hidden layer
+
+    @property
+    def total_stride(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        p = self.total_stride
+        return -(-self.height // p), -(-self.width // p)
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        h0, w0 = self.grid
+        p = self.total_stride
+        return h0 * p, w0 * p
+
+    def kernel(self, i: int) -> int:
+        if self.kind == "nerv":
+            return 3
+        return min(self.ks_min + 2 * i, self.ks_max)
+
+    def widths(self) -> list[int]:
+        """Input width of each decoder stage, then the width going into the head."""
+        out = [self.width0]
+        floor = min(self.lower_width, self.width0)  # tiny models shrink the floor too
+        for _ in self.strides:
+            out.append(max(int(round(out[-1] / self.reduce)), floor))
+        return out
+
+    def embed_shape(self) -> tuple[int, int, int, int]:
+        h0, w0 = self.grid
+        return (self.frames, self.embed_ch, h0, w0)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Arch":
+        try:
+            arch = cls(**d)
+        except TypeError as exc:
+            raise CorruptStreamError(f"bad architecture in header: {exc}") from None
+        arch.validate(CorruptStreamError)
+        return arch
+
+    def validate(self, err: type[Exception] = UsageError) -> None:
+        if self.kind not in ("hnerv", "nerv"):
+            raise err(f"unknown model kind {self.kind!r}")
+        if not (1 <= len(self.strides) <= 8) or any(not 1 <= int(s) <= 8 for s in self.strides):
+            raise err(f"strides must be 1..8 values in 1..8, got {self.strides}")
+        for name in ("frames", "height", "width", "width0", "embed_ch", "lower_width", "enc_width", "pe_levels", "mlp_hidden"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name == "mlp_hidden" else 1) or v > 1 << 20:
+                raise err(f"architecture field {name}={v!r} out of range")
+        if not (1.0 <= float(self.reduce) <= 8.0) or not (1 <= self.ks_min <= 9 and self.ks_min <= self.ks_max <= 9):
+            raise err("architecture kernel/reduce fields out of range")
+        if self.width0 > 4096 or self.embed_ch > 256 or self.mlp_hidden > 8192 or self.pe_levels > 256:
+            raise err("architecture widths out of range")
+
+
+def choose_strides(height: int, width: int, *, max_positions: int = 24, min_side: int = 2) -> list[int]:
+    """Decoder strides for a frame size: the total stride P (a product of 2..5) that pads the frame
+    least while leaving an embedding grid of at least ``min_side`` rows and columns and at most
+    ``max_positions`` positions (HNeRV's 2x4 grid idea, scaled to small frames); ties go to the
+    larger P. Returned largest first, as in the paper (5, 4, 4, 2, 2)."""
+    best: tuple[float, int, list[int]] | None = None
+    for n in range(1, 6):
+        for combo in _combos(n):
+            p = math.prod(combo)
+            h0, w0 = -(-height // p), -(-width // p)
+            if min(h0, w0) < min_side or h0 * w0 > max_positions:
+                continue
+            waste = (h0 * w0 * p * p) / (height * width)
+            key = (round(waste, 6), -p, -n)
+            if best is None or key < best[:3]:  # type: ignore[operator]
+                best = (*key, sorted(combo, reverse=True))  # type: ignore[assignment]
+    if best is None:  # tiny frames: one stride-2 stage, the grid is what it is
+        return [2] if min(height, width) >= 2 else [1]
+    return best[3]  # type: ignore[index]
+
+
+def _combos(n: int) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = [()]
+    for _ in range(n):
+        out = [c + (f,) for c in out for f in _FACTORS if not c or f <= c[-1]]
+    return out
+
+
+# ------------------------------------------------------------------------------------ modules
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of an N,C,H,W tensor."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(ch, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depth-wise 7x7 -> LayerNorm -> 4x MLP with GELU -> layer scale (1e-6), residual."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(ch, ch, 7, padding=3, groups=ch)
+        self.norm = nn.LayerNorm(ch, eps=1e-6)
+        self.fc1 = nn.Linear(ch, 4 * ch)
+        self.fc2 = nn.Linear(4 * ch, ch)
+        self.gamma = nn.Parameter(torch.full((ch,), 1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(F.gelu(self.fc1(self.norm(y)))) * self.gamma
+        return x + y.permute(0, 3, 1, 2)
+
+
+class Encoder(nn.Module):
+    """ConvNeXt encoder: per stage a strided conv (kernel = stride) + LayerNorm + one ConvNeXt
+    block; the decoder's strides reversed; a 1x1 conv to ``embed_ch`` at the end."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for s in reversed(arch.strides):
+            layers += [nn.Conv2d(cin, arch.enc_width, s, stride=s), LayerNorm2d(arch.enc_width), ConvNeXtBlock(arch.enc_width)]
+            cin = arch.enc_width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(cin, arch.embed_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
+class Decoder(nn.Module):
+    """Stem -> [conv(k_i) -> PixelShuffle(s_i) -> GELU] per stride -> 3x3 head -> tanh/2 + 1/2."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.arch = arch
+        h0, w0 = arch.grid
+        widths = arch.widths()
+        if arch.kind == "hnerv":
+            self.stem = nn.Sequential(nn.Conv2d(arch.embed_ch, widths[0], 1), nn.GELU())
+        else:
+            # official HNeRV code's NeRV: one linear layer from the encoding to the feature map
+            # (mlp_hidden = 0); mlp_hidden > 0 inserts a hidden layer (the original NeRV's stem)
+            dims = [2 * arch.pe_levels] + ([arch.mlp_hidden] if arch.mlp_hidden else []) + [widths[0] * h0 * w0]
+            layers: list[nn.Module] = []
+            for a, b in zip(dims, dims[1:]):
+                layers += [nn.Linear(a, b), nn.GELU()]
+            self.stem = nn.Sequential(*layers)
+            freqs = (arch.pe_base ** torch.arange(arch.pe_levels, dtype=torch.float64)) * math.pi
+            self.register_buffer("freqs", freqs.to(torch.float32), persistent=False)
+        blocks = []
+        for i, s in enumerate(arch.strides):
+            k = arch.kernel(i)
+            blocks.append(nn.Sequential(
+                nn.Conv2d(widths[i], widths[i + 1] * s * s, k, padding=k // 2), nn.PixelShuffle(s), nn.GELU()
+            ))
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv2d(widths[-1], 3, 3, padding=1)
+
+    def features(self, z: torch.Tensor) -> torch.Tensor:
+        """HNeRV: ``z`` is N,embed_ch,h0,w0. NeRV: ``z`` is N normalised frame times in [0, 1]."""
+        if self.arch.kind == "hnerv":
+            return self.stem(z)
+        h0, w0 = self.arch.grid
+        t = z.reshape(-1, 1).to(self.freqs.dtype) * self.freqs
+        pe = torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+        return self.stem(pe).reshape(-1, self.arch.width0, h0, w0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.blocks(self.features(z)))
+        x = torch.tanh(x) * 0.5 + 0.5
+        return x[:, :, : self.arch.height, : self.arch.width]  # crop the padding
+
+
+class Model(nn.Module):
+    """Encoder (HNeRV only) + decoder; ``forward(frames or times) -> N,3,H,W in [0, 1]``."""
+
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        arch.validate()
+        self.arch = arch
+        self.encoder = Encoder(arch) if arch.kind == "hnerv" else None
+        self.decoder = Decoder(arch)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """N,3,H,W in [0,1] -> embeddings (edge-padded to a multiple of the total stride)."""
+        assert self.encoder is not None
+        ph, pw = self.arch.padded
+        x = F.pad(x, (0, pw - x.shape[3], 0, ph - x.shape[2]), mode="replicate")
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.embed(x) if self.arch.kind == "hnerv" else x
+        return self.decoder(z)
+
+
+def frame_times(index: torch.Tensor, frames: int) -> torch.Tensor:
+    """NeRV's input: frame index normalised to [0, 1]."""
+    return index.to(torch.float32) / max(frames - 1, 1)
+
+
+# ---------------------------------------------------------------------------- size planning
+def decoder_params(arch: Arch) -> int:
+    """Number of decoder parameters (weights and biases), computed without building the model."""
+    widths = arch.widths()
+    h0, w0 = arch.grid
+    if arch.kind == "hnerv":
+        n = arch.embed_ch * widths[0] + widths[0]
+    else:
+        dims = [2 * arch.pe_levels] + ([arch.mlp_hidden] if arch.mlp_hidden else []) + [widths[0] * h0 * w0]
+        n = sum(a * b + b for a, b in zip(dims, dims[1:]))
+    for i, s in enumerate(arch.strides):
+        k = arch.kernel(i)
+        cout = widths[i + 1] * s * s
+        n += widths[i] * cout * k * k + cout
+    n += widths[-1] * 3 * 9 + 3
+    return n
+
+
+def embed_values(arch: Arch) -> int:
+    return math.prod(arch.embed_shape()) if arch.kind == "hnerv" else 0
+
+
+def model_values(arch: Arch) -> int:
+    """Values the bitstream carries: decoder parameters + embeddings (HNeRV's "model size")."""
+    return decoder_params(arch) + embed_values(arch)
+
+
+@dataclass
+class Budget:
+    """Estimated coded size of a model, for rate control (bits per value after 8/6-bit
+    quantization and arithmetic coding, measured on fitted models; see codec.py)."""
+
+    weight_bits: float = 7.2
+    embed_bits: float = 5.8
+    overhead_bytes: int = 700  # container + JSON header + count tables + fp16 scales (rough)
+    fields: dict = field(default_factory=dict)
+
+    def bytes(self, arch: Arch) -> float:
+        return self.overhead_bytes + (decoder_params(arch) * self.weight_bits + embed_values(arch) * self.embed_bits) / 8
+
+
+def solve_width(arch: Arch, target_bytes: float, budget: Budget, *, lo: int = 4, hi: int = 1024) -> Arch:
+    """The largest first width whose estimated size fits ``target_bytes`` (at least ``lo``).
+    Sizes grow with the width, so the choice is monotone in ``target_bytes``."""
+    best = _with_width(arch, lo)
+    for w in range(lo + 1, hi + 1):
+        cand = _with_width(arch, w)
+        if budget.bytes(cand) > target_bytes:
+            break
+        best = cand
+    return best
+
+
+def _with_width(arch: Arch, w: int) -> Arch:
+    d = arch.to_json()
+    d["width0"] = w
+    return Arch(**d)
