@@ -123,6 +123,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
         rate = f"{bpp(len(blob), shape):.4f} bpp, {bpd(len(blob), shape):.4f} bpd"
     elif shape:
         rate = f"{8 * len(blob) / shape[0]:.1f} bits per sample"
+    fit = ncx.unpack(blob).header.get("fit")
+    if isinstance(fit, dict) and isinstance(fit.get("psnr"), (int, float)):
+        rate += f", {fit['psnr']:.2f} dB PSNR"  # codecs that learn report the quality they reached
     _report(args, f"{args.input} -> {output}: {len(blob)} bytes{', ' + rate if rate else ''} ({elapsed:.2f} s, {codec.name})")
     return EXIT_OK
 
