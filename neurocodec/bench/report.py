@@ -17,10 +17,10 @@ END = "<!-- results:end -->"
 # Columns shown per suite (those present in a file are used, in this order).
 SUITE_COLUMNS: dict[str, list[str]] = {
     "video": ["bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decode_fps"],
-    "image": ["bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"],
+    "image": ["bpp", "psnr-rgb", "ms-ssim-rgb", "psnr-2x-rgb"],
     "lossless": ["bpd", "encode_images_per_s", "decode_images_per_s"],
-    "sr": ["scale", "psnr-rgb", "ssim-rgb"],
-    "kvb": ["final_accuracy", "forgetting", "bits_per_sample", "coded_bits_per_sample"],
+    "sr": ["scale", "psnr-rgb", "psnr-rgb-std", "ssim-rgb"],
+    "kvb": ["accuracy", "accuracy_std", "forgetting", "bits_per_sample", "bits_per_sample_fixed"],
     "entropy": ["symbols", "rate_over_entropy", "encode_msym_per_s", "decode_msym_per_s"],
 }
 
@@ -30,7 +30,7 @@ def _fmt_points(values: list[Any]) -> str:
     if not nums:
         return "n/a"
     def one(v: float) -> str:
-        return f"{int(v)}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:.4g}"
+        return f"{v:.0f}" if abs(v) >= 1000 else f"{v:.4g}"
 
     return ", ".join(one(v) for v in nums)
 
