@@ -49,22 +49,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--weights", type=Path, default=None, help="ldm weights folder (default: shipped)")
-    ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=None,
+                    help="results root (default benchmarks/results; --quick: benchmarks/results-quick)")
+    ap.add_argument("--codecs", nargs="+", help="only these codecs (ldm, jpeg, webp, jpegxl)")
+    ap.add_argument("--data", nargs="+", help="photo names (default: the held-out astronaut, coffee, chelsea)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    names = ("coffee",) if a.quick else datasets.HELD_OUT_PHOTOS
+    names = tuple(a.data) if a.data else ("coffee",) if a.quick else datasets.HELD_OUT_PHOTOS
     photos = {n: datasets.load(n)[..., :3] for n in names}
     if a.quick:  # CI mode: a centre 256px crop, two ldm qualities, every other classical quality
         photos = {n: np.ascontiguousarray(p[p.shape[0] // 2 - 128 : p.shape[0] // 2 + 128,
                                             p.shape[1] // 2 - 128 : p.shape[1] // 2 + 128]) for n, p in photos.items()}
-    out_dir = a.out_dir or default_results_dir()
+    out_dir = a.out_dir or default_results_dir(a.quick)
     ldm = LDMCodec(a.weights)
 
     points: dict[str, list] = {}
     recs: dict[str, dict] = {}
     plans = {"ldm": (1, 3) if a.quick else QUALITIES}
     plans.update({k: (v[::2] if a.quick else v) for k, v in CLASSICAL_Q.items()})
+    if a.codecs:
+        unknown = set(a.codecs) - set(plans)
+        if unknown:
+            ap.error(f"unknown codecs {sorted(unknown)}; known: {sorted(plans)}")
+        plans = {k: v for k, v in plans.items() if k in a.codecs}
     for codec, qs in plans.items():
         points[codec] = []
         for q in qs:

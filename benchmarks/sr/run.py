@@ -56,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="CI mode: fewer scales, seeds and steps")
     ap.add_argument("--weights", type=Path, default=None, help="ldm weights folder (default: shipped)")
-    ap.add_argument("--out-dir", type=Path, default=None)
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=None,
+                    help="results root (default benchmarks/results; --quick: benchmarks/results-quick)")
+    ap.add_argument("--codecs", nargs="+", help="methods; the suite always measures bicubic, liif and diffusion together")
+    ap.add_argument("--data", nargs="+", help="photo names (default: the held-out astronaut, coffee, chelsea)")
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the diffusion path")
     ap.add_argument("--crop", type=int, default=192, help="HR crop side for the diffusion comparison")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
     a = ap.parse_args(argv)
+    if a.codecs and set(a.codecs) != {"bicubic", "liif", "diffusion"}:
+        ap.error("the sr suite measures bicubic, liif and diffusion together (each is the others' reference)")
     torch.set_num_threads(a.threads)
     # quick (CI) mode: centre 256px crops, 3 scales, diffusion at x4 only on 96px crops, 2 seeds, 4 steps
     scales = (2.0, 3.7, 8.0) if a.quick else SCALES
@@ -69,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     steps = min(a.steps, 4) if a.quick else a.steps
     if a.quick:
         a.crop = min(a.crop, 96)
-    photos = {n: datasets.load(n)[..., :3] for n in datasets.HELD_OUT_PHOTOS}
+    photos = {n: datasets.load(n)[..., :3] for n in (a.data or datasets.HELD_OUT_PHOTOS)}
     if a.quick:
         photos = {n: center(p, 256) for n, p in photos.items()}
-    out_dir = a.out_dir or default_results_dir()
+    out_dir = a.out_dir or default_results_dir(a.quick)
     env = {"quick": a.quick}
 
     # ---- full photos: bicubic vs LIIF
