@@ -12,8 +12,12 @@ from .results import repo_root
 SUITES = ("video", "lossless", "image", "sr", "kvb", "entropy")
 
 
+def _script_path(suite: str) -> Path:
+    return repo_root() / "benchmarks" / suite / "run.py"
+
+
 def suite_script(suite: str) -> Path:
-    script = repo_root() / "benchmarks" / suite / "run.py"
+    script = _script_path(suite)
     if not script.exists():
         raise InputError(f"benchmark suite '{suite}' needs a source checkout: {script} not found")
     return script
@@ -47,7 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def suite_script_exists(suite: str) -> bool:
-    return (repo_root() / "benchmarks" / suite / "run.py").exists()
+    return _script_path(suite).exists()
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
