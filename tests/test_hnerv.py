@@ -159,6 +159,20 @@ def test_training_learns_and_quantization_costs_little():
     assert r["epochs"] == 30 and r["finetune_epochs"] == 3
 
 
+def test_exploding_loss_rolls_back_and_halves_the_lr():
+    """A step size that knocks the network out (loss jumps, no NaN needed) is backed off: no accepted
+    epoch is worse than SPIKE x the best before it, and the reported lr is the reduced one."""
+    from neurocodec.codecs.hnerv.train import SPIKE
+
+    clip = _clip(8, 32, 32)
+    arch = plan("hnerv", clip.shape, width0=8)
+    res = fit(clip, arch, FitConfig(epochs=8, lr=0.5, device="cpu", prune=0.0))
+    train = [h[2] for h in res.history if h[0] == "train"]
+    assert len(train) == 8 and np.isfinite(train).all()
+    assert all(m <= SPIKE * min(train[:i]) for i, m in enumerate(train) if i)
+    assert res.lr < 0.5
+
+
 def test_time_budget_cuts_epochs():
     clip = _clip(8, 32, 32)
     codec = HNeRVCodec()

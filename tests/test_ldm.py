@@ -13,7 +13,7 @@ from neurocodec import datasets, metrics
 from neurocodec.codecs.ldm import api, liif
 from neurocodec.codecs.ldm.autoencoder import CodecAE, LIIFUpsampler, to_unit
 from neurocodec.codecs.ldm.codec import LDMCodec
-from neurocodec.codecs.ldm.diffusion import UNet, ddim_sample
+from neurocodec.codecs.ldm.diffusion import UNet, alphas_cumprod, ddim_sample, diffusion_loss, split_prediction
 from neurocodec.codecs.ldm.train import WEIGHTS_DIR, resize, save_model
 from neurocodec.errors import CorruptStreamError, InputError, NeurocodecError, UsageError
 
@@ -241,6 +241,43 @@ def test_ddim_seeded():
     assert not torch.equal(x1, ddim_sample(unet, cond, steps=3, seed=5, t_start=300))
     with pytest.raises(ValueError):
         ddim_sample(unet, cond, steps=3, t_start=1000)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_noise_schedules(schedule):
+    abar = alphas_cumprod(schedule)
+    assert abar.shape == (1000,) and torch.all(abar[1:] < abar[:-1])
+    assert 0.99 < float(abar[0]) < 1 and float(abar[-1]) < 1e-3
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_prediction_targets_invert(prediction):
+    """The loss target is what split_prediction turns back into the true x0 and noise."""
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 6, 6, generator=g), torch.randn(3, 4, 6, 6, generator=g)
+    a = alphas_cumprod("cosine")[torch.tensor([5, 400, 990])][:, None, None, None]
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    target = a.sqrt() * noise - (1 - a).sqrt() * x0 if prediction == "v" else noise
+    x0_hat, eps_hat = split_prediction(target, xt, a, prediction)
+    assert torch.allclose(x0_hat, x0, atol=1e-3 if prediction == "v" else 2e-2) and torch.allclose(eps_hat, noise, atol=1e-4)
+
+
+def test_v_prediction_model_trains_and_samples():
+    torch.manual_seed(0)
+    unet = UNet(latent=4, ch=16, prediction="v", schedule="cosine")
+    abar = alphas_cumprod(unet.schedule)
+    x0 = torch.randn(4, 4, 8, 8) * 0.5
+    opt = torch.optim.Adam(unet.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss, t, x0_hat = diffusion_loss(unet, x0, torch.zeros_like(x0), abar, torch.Generator().manual_seed(1))
+        first = loss.item() if first is None else first
+        opt.zero_grad(), loss.backward(), opt.step()
+    assert loss.item() < first and x0_hat.shape == x0.shape
+    with pytest.raises(ValueError):
+        UNet(latent=4, ch=16, prediction="x")
+    out = ddim_sample(unet.eval(), torch.zeros(1, 4, 6, 8), steps=4, seed=2)
+    assert out.shape == (1, 4, 6, 8) and torch.isfinite(out).all() and float(out.abs().max()) <= 4.0
 
 
 def test_upsample_bad_input(tiny):

@@ -83,3 +83,20 @@ def test_bd_rate_accepts_unequal_point_counts():
     test_rate = np.array([0.1, 0.25, 0.5, 1.0]) * 0.5
     test_psnr = 30 + 3 * np.log2(test_rate / 0.05)
     assert metrics.bd_rate(rate, psnr, test_rate, test_psnr) == pytest.approx(-50.0, abs=0.5)
+
+
+def test_detail_ratio_orders_blur_identity_and_noise():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    ref = (127 + 60 * np.sin(xx / 2.0) * np.cos(yy / 3.0) + rng.normal(0, 5, (64, 64))).clip(0, 255)
+    ref = np.stack([ref] * 3, axis=-1).astype(np.uint8)
+    blur = ((ref[:-2].astype(float) + ref[1:-1] + ref[2:]) / 3)
+    blur = np.concatenate([ref[:1], blur, ref[-1:]]).astype(np.uint8)
+    noisy = (ref + rng.normal(0, 25, ref.shape)).clip(0, 255).astype(np.uint8)
+    assert metrics.detail_ratio(ref, ref) == pytest.approx(1.0)
+    assert metrics.detail_ratio(blur, ref) < 0.8 < 1.2 < metrics.detail_ratio(noisy, ref)
+    flat = np.full((8, 8), 7, np.uint8)
+    assert metrics.detail_ratio(flat, flat) == 1.0
+    assert metrics.detail_ratio(np.eye(8, dtype=np.uint8) * 9, flat) == math.inf
+    with pytest.raises(UsageError):
+        metrics.detail_ratio(np.zeros((1, 9)), np.zeros((1, 9)))

@@ -27,3 +27,23 @@ def test_quick_suite(suite, tmp_path):
         assert doc["quick"] is True and doc["suite"] == suite and doc["results"], f
         lengths = {len(v) for v in doc["results"].values()}
         assert len(lengths) == 1 and lengths.pop() >= 1, f
+
+
+def test_hyperparameter_screens_quick(tmp_path):
+    """The two screens behind benchmark settings (video learning rates, diffusion strength) run and
+    record the choice they make from their own rows."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for script, extra in (("benchmarks/video/run.py", ["--screen"]), ("benchmarks/sr/strength.py", [])):
+        proc = subprocess.run([sys.executable, str(root / script), "--quick", "--out", str(tmp_path), *extra],
+                              capture_output=True, text=True, timeout=600, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    video = json.loads((tmp_path / "video" / "carphone" / "lr_screen.json").read_text())
+    for codec in ("hnerv", "nerv"):
+        rows = [r for r in video["runs"] if r["codec"] == codec]
+        assert len(rows) == 2 and video["best_lr"][codec] == max(rows, key=lambda r: r["psnr-rgb"])["lr"]
+    sr = json.loads((tmp_path / "sr" / "strength_screen.json").read_text())
+    diff = [r for r in sr["summary"] if r["method"] == "diffusion"]
+    assert len(diff) == 2 and sr["pick"] in {r["strength"] for r in diff}
+    assert all(0 < r["detail"] and r["psnr"] > 10 for r in sr["summary"])

@@ -3,8 +3,10 @@
 Recipe (HNeRV's official code): Adam (0.9, 0.999), lr 1e-3, batch 2, per-iteration schedule with a
 linear warm-up from 0.1 x lr over the first 10 % of iterations then cosine to 0; L2 loss. Then
 global magnitude pruning (``prune``, 10 %) and a short fine-tune with the masks held (the paper's
-step, missing from the official code). A non-finite loss rolls the epoch back and halves the lr
-(HNeRV is known to diverge on some clips at 1e-3).
+step, missing from the official code). A non-finite loss, or an epoch whose loss is more than
+``SPIKE`` times the best epoch of its phase (a network knocked out by too large a step: it stops
+learning without ever producing NaN), rolls the epoch back and halves the lr (HNeRV is known to
+diverge on some clips at 1e-3, and short CPU budgets want larger steps).
 
 Distributed: under ``torchrun --nproc_per_node N`` every rank trains the same model on its share of
 the frames (DistributedDataParallel, gloo on CPU, nccl on CUDA); every rank takes the same number
@@ -36,6 +38,10 @@ import torch.nn.functional as F
 from ...errors import NeurocodecError, UsageError
 from ...quant import global_magnitude_masks
 from .model import Arch, Model, frame_times
+
+
+#: an epoch loss this many times the phase's best so far counts as divergence (about -1.8 dB)
+SPIKE = 1.5
 
 
 @dataclass
@@ -211,6 +217,7 @@ def fit(
     # PSNR of the last finished epoch (also right after resuming a finished checkpoint)
     psnr_last = 10 * math.log10(1.0 / max(history[-1][2], 1e-12)) if history else 0.0
     snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    previous: tuple | None = None  # the state one accepted epoch before ``snapshot``
 
     while phase != "done":
         if phase == "train" and done >= planned:
@@ -251,15 +258,24 @@ def fit(
             count += len(idx)
         sq_sum, count = _allreduce_sum([sq_sum, float(count)], device)
         mse = sq_sum / count
-        if not math.isfinite(mse):
-            # roll back this epoch and halve the learning rate (all ranks see the same sum)
+        best = min((h[2] for h in history if h[0] == phase), default=math.inf)
+        if not math.isfinite(mse) or mse > SPIKE * best:
+            # roll back and halve the learning rate (all ranks see the same sum). The blow-up may have
+            # started inside the previous epoch (its mean loss looked fine, its final weights did
+            # not), so that epoch is undone too when it belongs to this phase.
+            if history and history[-1][0] == phase and previous is not None:
+                snapshot, previous = previous, None
+                history.pop()
+                done -= 1
+                if bar is not None:
+                    bar.update(-1)
             model.load_state_dict(snapshot[0])
             opt.load_state_dict(snapshot[1])
             lr_scale *= 0.5
             if lr_scale < 1e-3:
-                raise NeurocodecError("training diverged (non-finite loss) even at 1/1000 of the learning rate")
+                raise NeurocodecError("training diverged (non-finite or exploding loss) even at 1/1000 of the learning rate")
             continue
-        snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+        previous, snapshot = snapshot, (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
         psnr_last = 10 * math.log10(1.0 / max(mse, 1e-12))
         done += 1
         history.append([phase, done, mse, time.monotonic() - t0])

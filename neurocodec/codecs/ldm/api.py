@@ -24,6 +24,10 @@ from .train import WEIGHTS_DIR, load_model, resize
 MAX_OUTPUT_PIXELS = 1 << 28  # refuse absurd sizes instead of running for hours
 MAX_DIFFUSION_RATIO = 4.0  # the denoiser was trained at ratios 2..4; larger scales go through LIIF
 GEN_LATENT = 32  # longest latent side for unconditional samples (the training crop size)
+#: SDEdit strength of ``upsample(method="diffusion")``: chosen on training photos, never the held-out
+#: ones, by ``benchmarks/sr/strength.py`` (the strength whose output detail energy is closest to the
+#: original's; results/sr/strength_screen.json).
+DEFAULT_STRENGTH = 0.7
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,7 +130,7 @@ def upsample(
     method: str = "liif",
     steps: int = 10,
     seed: int = 0,
-    strength: float = 0.7,
+    strength: float = DEFAULT_STRENGTH,
     tile: int | None = 256,
     weights_dir: Path | None = None,
     progress: bool = False,
@@ -135,7 +139,7 @@ def upsample(
 
     ``strength`` (diffusion): DDIM starts at noise level ``t = strength * T`` from the encoded
     bicubic image (SDEdit-style). 1.0 = from pure noise; lower = closer to the (blurrier, higher-PSNR)
-    encoded bicubic image. 0.7 makes the shipped model's samples about as varied as real residuals.
+    encoded bicubic image (see ``DEFAULT_STRENGTH``).
     """
     if method not in ("liif", "diffusion"):
         raise UsageError(f"unknown method '{method}' (known: liif, diffusion)")

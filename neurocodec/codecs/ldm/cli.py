@@ -33,7 +33,7 @@ def _upsample(args: argparse.Namespace) -> int:
         method=args.method,
         steps=args.steps,
         seed=args.seed,
-        strength=args.strength,
+        **({} if args.strength is None else {"strength": args.strength}),
         tile=args.tile,
         weights_dir=args.weights,
         progress=not getattr(args, 'quiet', False),
@@ -71,8 +71,9 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     up.add_argument("--method", choices=("liif", "diffusion"), default="liif")
     up.add_argument("--steps", type=int, default=10, help="DDIM steps (diffusion)")
     up.add_argument("--seed", type=int, default=0, help="noise seed (diffusion)")
-    up.add_argument("--strength", type=float, default=0.7,
-                    help="diffusion: start noise level as a fraction of T (1 = pure noise; lower = closer to bicubic)")
+    up.add_argument("--strength", type=float, default=None,
+                    help="diffusion: start noise level as a fraction of T (1 = pure noise; lower = closer to "
+                         "bicubic; default: the shipped model's, see neurocodec.codecs.ldm.api.DEFAULT_STRENGTH)")
     up.add_argument("--tile", type=int, default=256, help="output tile side: bounds memory")
     up.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped models)")
     up.set_defaults(func=_upsample)

@@ -6,8 +6,15 @@ bicubic resizing to the target grid (so condition and target latents are aligned
 diffuse the *residual* ``(z_hr - z_cond) / res_sigma``; with the condition dropped (all zeros, 20% of
 training) the same network is an unconditional generator of ``z / sigma``. Both targets are scaled to
 unit variance (LDM's scale factor): unscaled, the small residual drowns in the noise schedule and
-few-step DDIM samples blow up. T = 1000, linear betas,
-eps-prediction; DDIM with few steps (eta 0 by default) so a CPU sample takes seconds.
+few-step DDIM samples blow up. T = 1000; DDIM with few steps (eta 0 by default) so a CPU sample
+takes seconds.
+
+Parameterisation (part of the model's config, so it travels with the weights): ``prediction`` "v"
+with the ``cosine`` schedule (Salimans & Ho 2022; Nichol & Dhariwal 2021) is the default for new
+models. Why: with eps-prediction the first step of an unconditional sample divides by
+``sqrt(abar_T)`` (about 0.006 for linear betas), so any eps error becomes a huge x0 estimate: the
+generator drew coloured noise. v-prediction gives x0 directly at every noise level. ``"eps"`` +
+``"linear"`` remain readable (the first shipped weights used them).
 """
 from __future__ import annotations
 
@@ -22,9 +29,29 @@ Tensor = torch.Tensor
 T_STEPS = 1000
 
 
-def alphas_cumprod(t_steps: int = T_STEPS) -> Tensor:
-    betas = torch.linspace(1e-4, 0.02, t_steps, dtype=torch.float64)
+SCHEDULES = ("linear", "cosine")
+PREDICTIONS = ("eps", "v")
+
+
+def alphas_cumprod(schedule: str = "linear", t_steps: int = T_STEPS) -> Tensor:
+    """``abar_t`` for t = 0..T-1: DDPM's linear betas, or the cosine schedule (betas clipped at 0.999)."""
+    if schedule == "linear":
+        betas = torch.linspace(1e-4, 0.02, t_steps, dtype=torch.float64)
+    elif schedule == "cosine":
+        s = 0.008
+        f = torch.cos((torch.arange(t_steps + 1, dtype=torch.float64) / t_steps + s) / (1 + s) * math.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    else:
+        raise ValueError(f"unknown noise schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
     return torch.cumprod(1 - betas, 0).float()
+
+
+def split_prediction(out: Tensor, xt: Tensor, a: Tensor, prediction: str) -> tuple[Tensor, Tensor]:
+    """Network output at ``x_t`` with ``abar = a`` -> (x0 estimate, eps estimate)."""
+    sa, so = a.sqrt(), (1 - a).sqrt()
+    if prediction == "v":  # v = sqrt(a) eps - sqrt(1-a) x0
+        return sa * xt - so * out, so * xt + sa * out
+    return (xt - so * out) / sa, out
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -53,9 +80,13 @@ class TBlock(nn.Module):
 class UNet(nn.Module):
     """Two-level UNet: ``(x_t, cond) -> eps``. Latent sides must be even."""
 
-    def __init__(self, latent: int = 8, ch: int = 48, mult: tuple[int, int] = (1, 2)) -> None:
+    def __init__(self, latent: int = 8, ch: int = 48, mult: tuple[int, int] = (1, 2),
+                 prediction: str = "eps", schedule: str = "linear") -> None:
         super().__init__()
-        self.config = dict(latent=latent, ch=ch, mult=list(mult))
+        if prediction not in PREDICTIONS or schedule not in SCHEDULES:
+            raise ValueError(f"unknown prediction/schedule {prediction!r}/{schedule!r}")
+        self.config = dict(latent=latent, ch=ch, mult=list(mult), prediction=prediction, schedule=schedule)
+        self.prediction, self.schedule = prediction, schedule
         c1, c2 = ch * mult[0], ch * mult[1]
         tdim = ch * 4
         self.ch = ch
@@ -81,15 +112,17 @@ class UNet(nn.Module):
 
 
 def diffusion_loss(unet: UNet, x0: Tensor, cond: Tensor, abar: Tensor, gen: torch.Generator | None = None):
-    """eps-prediction MSE; returns (loss, t, x0_hat) so callers can add the alignment loss."""
+    """MSE on the model's target (eps or v); returns (loss, t, x0_hat) so callers can add the
+    alignment loss."""
     b = x0.shape[0]
     t = torch.randint(0, abar.numel(), (b,), generator=gen).to(x0.device)
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
     a = abar[t][:, None, None, None]
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    eps = unet(xt, t, cond)
-    x0_hat = (xt - (1 - a).sqrt() * eps) / a.sqrt()
-    return F.mse_loss(eps, noise), t, x0_hat
+    out = unet(xt, t, cond)
+    target = a.sqrt() * noise - (1 - a).sqrt() * x0 if unet.prediction == "v" else noise
+    x0_hat, _ = split_prediction(out, xt, a, unet.prediction)
+    return F.mse_loss(out, target), t, x0_hat
 
 
 @torch.no_grad()
@@ -113,7 +146,7 @@ def ddim_sample(
 
     if steps < 1:
         raise ValueError("steps must be >= 1")
-    abar = alphas_cumprod().to(cond.device)
+    abar = alphas_cumprod(unet.schedule).to(cond.device)
     gen = torch.Generator().manual_seed(int(seed))
     if not 0 <= t_start < T_STEPS:
         raise ValueError(f"t_start must be in [0, {T_STEPS - 1}]")
@@ -123,8 +156,8 @@ def ddim_sample(
         t = ts[i]
         a = abar[t]
         a_prev = abar[ts[i + 1]] if i + 1 < steps else torch.ones((), device=x.device)
-        eps = unet(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
-        x0 = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-clip, clip)
+        out = unet(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), cond)
+        x0 = split_prediction(out, x, a, unet.prediction)[0].clamp(-clip, clip)
         eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
         sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp_min(0).sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp_min(0).sqrt() * eps

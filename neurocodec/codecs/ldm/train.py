@@ -237,17 +237,29 @@ def degrade_up(hr: np.ndarray, r: float) -> np.ndarray:
 
 
 def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
+    """Latent UNet: conditional residual denoiser + (condition dropped) unconditional generator.
+
+    Adam with linear warm-up and cosine decay; the stored weights are an exponential moving average
+    (``ema``, default 0.999) of the trained ones, which matters most for short CPU runs. ``init``
+    continues from a stored UNet (its architecture must match ``model``)."""
+    import copy
+
     torch.manual_seed(cfg["seed"])
     sampler = Sampler(training_images(), cfg["seed"])
     ae, _ = load_model(Path(cfg["ae"]) if cfg.get("ae") else out / "ae.pt", "ae")
     for prm in ae.parameters():
         prm.requires_grad_(False)
     unet = UNet(**cfg["model"])
+    _maybe_init(unet, cfg, "diffusion", log)
     dev = _device()
     ae.to(dev)
     unet.to(dev)
+    ema = copy.deepcopy(unet).eval()
+    for prm in ema.parameters():
+        prm.requires_grad_(False)
+    ema_decay = float(cfg.get("ema", 0.999))
     opt = torch.optim.Adam(unet.parameters(), lr=cfg["lr"])
-    abar = alphas_cumprod().to(dev)
+    abar = alphas_cumprod(unet.schedule).to(dev)
     p = cfg["patch"]
     with torch.no_grad():  # latent scales, as LDM's scale_factor: unit-variance diffusion targets
         crops = [sampler.crop(p) for _ in range(64)]
@@ -259,6 +271,8 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
     gen = torch.Generator().manual_seed(cfg["seed"])
     t0 = time.time()
     total = cfg["steps"] + cfg["align_steps"]
+    warmup = int(cfg.get("warmup", 0))
+    running = None
     for step in range(total):
         hrs, conds = [], []
         for _ in range(cfg["batch"]):
@@ -275,9 +289,10 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
         x0 = (z_hr - z_c) / scale
         cond = z_c / sigma
         for grp in opt.param_groups:
-            grp["lr"] = cfg["lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
+            grp["lr"] = cfg["lr"] * min(1.0, (step + 1) / max(warmup, 1)) * 0.5 * (1 + math.cos(math.pi * step / total))
         loss, t, x0_hat = diffusion_loss(unet, x0, cond, abar, gen)
-        msg = f"eps {loss.item():.4f}"
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        msg = f"{unet.prediction} {loss.item():.4f} (avg {running:.4f})"
         if step >= cfg["steps"]:  # alignment fine-tune through the frozen decoder
             a = abar[t]
             w = (a.sqrt() / (1 - a).sqrt()).clamp(max=cfg["align_wmax"])[:, None, None, None]
@@ -294,9 +309,14 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        with torch.no_grad():
+            for pe, pt in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(pt, 1 - ema_decay)
         if step % 50 == 0 or step == total - 1:
             log(f"diffusion step {step} {msg} ({time.time() - t0:.0f}s)")
-    log(f"saved {save_model(unet.cpu(), 'diffusion', out, sigma=sigma, res_sigma=res_sigma, train=cfg)}")
+        if cfg.get("save_every") and step % int(cfg["save_every"]) == 0 and step:
+            save_model(copy.deepcopy(ema).cpu(), "diffusion", out, sigma=sigma, res_sigma=res_sigma, train=cfg, step=step)
+    log(f"saved {save_model(ema.cpu(), 'diffusion', out, sigma=sigma, res_sigma=res_sigma, train=cfg, step=total)}")
 
 
 STAGES = {"sr": train_sr, "ae": train_ae, "diffusion": train_diffusion}
