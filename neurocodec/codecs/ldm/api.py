@@ -162,7 +162,12 @@ def upsample(
     sigma = float(blob["sigma"])
     # the latent grid: at the output size, or at the largest trained ratio beyond it (LIIF does the rest)
     gh, gw = (out_h, out_w) if out_h <= MAX_DIFFUSION_RATIO * h else output_size(h, w, MAX_DIFFUSION_RATIO)
-    cond_img = pad_to(resize(rgb, gh, gw), 4)  # f=2 and one UNet down-sampling
+    if blob.get("condition", "bicubic") == "liif":  # the model was trained on LIIF-upsampled conditions
+        sr = models(weights_dir, need=("sr",))["sr"][0].to(dev)
+        base = to_uint8(sr.upsample(to_unit(rgb).to(dev), gh, gw, tile=tile))
+    else:
+        base = resize(rgb, gh, gw)
+    cond_img = pad_to(base, 4)  # f=2 and one UNet down-sampling
     z_c = encode_tiled(ae, to_unit(cond_img).to(dev))
     t_start = min(T_STEPS - 1, max(0, round(float(strength) * T_STEPS) - 1))
     x0 = ddim_sample(unet, z_c / sigma, steps=int(steps), seed=seed, t_start=t_start, progress=progress)

@@ -54,7 +54,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train import run
 
-    return run(args.stage, args.config, args.out, args.steps, args.threads)
+    return run(args.stage, args.config, args.out, args.steps, args.threads, args.section)
 
 
 def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> None:
@@ -94,6 +94,8 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     tr.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="JSON config (default: the shipped one)")
     tr.add_argument("--out", type=Path, default=Path("ldm_weights"),
                     help=f"folder for the weights and the log (the shipped ones are in {WEIGHTS_DIR})")
+    tr.add_argument("--section", default=None,
+                    help="config section to train with (default: the stage's name, e.g. diffusion_pretrain)")
     tr.add_argument("--steps", type=int, default=None, help="override the config's step count")
     tr.add_argument("--threads", type=int, default=None, help="torch threads")
     tr.set_defaults(func=_train)

@@ -148,10 +148,12 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _maybe_init(model: torch.nn.Module, cfg: dict, kind: str, log: _Log) -> None:
-    """Continue from a stored model when the config names one (``"init": "path/to/sr.pt"``)."""
+def _maybe_init(model: torch.nn.Module, cfg: dict, kind: str, log: _Log, out: Path) -> None:
+    """Continue from a stored model when the config names one (``"init": "path/to/sr.pt"``; a
+    relative path is taken inside the output folder, so recipes chain within one folder)."""
     if cfg.get("init"):
-        src, _ = load_model(Path(cfg["init"]), kind)
+        init = Path(cfg["init"])
+        src, _ = load_model(init if init.is_absolute() else out / init, kind)
         model.load_state_dict(src.state_dict())
         log(f"initialised from {cfg['init']}")
 
@@ -161,7 +163,7 @@ def train_sr(cfg: dict, out: Path, log: _Log) -> None:
     torch.manual_seed(cfg["seed"])
     sampler = Sampler(training_images(), cfg["seed"])
     model = LIIFUpsampler(**cfg["model"])
-    _maybe_init(model, cfg, "sr", log)
+    _maybe_init(model, cfg, "sr", log, out)
     dev = _device()
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -191,7 +193,7 @@ def train_ae(cfg: dict, out: Path, log: _Log) -> None:
     torch.manual_seed(cfg["seed"])
     sampler = Sampler(training_images(), cfg["seed"])
     model = CodecAE(**cfg["model"])
-    _maybe_init(model, cfg, "ae", log)
+    _maybe_init(model, cfg, "ae", log, out)
     dev = _device()
     model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
@@ -229,11 +231,16 @@ def train_ae(cfg: dict, out: Path, log: _Log) -> None:
     log(f"saved {save_model(model.cpu(), 'ae', out, train=cfg)}")
 
 
-def degrade_up(hr: np.ndarray, r: float) -> np.ndarray:
-    """The LR image of ``hr`` at ratio ``r``, bicubic-resized back onto ``hr``'s grid."""
+def degrade_up(hr: np.ndarray, r: float, sr: LIIFUpsampler | None = None) -> np.ndarray:
+    """The LR image of ``hr`` at ratio ``r``, brought back onto ``hr``'s grid: bicubic, or with the
+    LIIF upsampler ``sr`` (the diffusion condition then starts from LIIF's sharper estimate)."""
     h, w = hr.shape[:2]
     lo = resize(hr, max(1, round(h / r)), max(1, round(w / r)))
-    return resize(lo, h, w)
+    if sr is None:
+        return resize(lo, h, w)
+    with torch.no_grad():
+        out = sr.upsample(torch.from_numpy(np.array(lo, copy=True)).permute(2, 0, 1).float()[None] / 255.0, h, w, tile=None)
+    return (out[0].permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).numpy()
 
 
 def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
@@ -249,8 +256,12 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
     ae, _ = load_model(Path(cfg["ae"]) if cfg.get("ae") else out / "ae.pt", "ae")
     for prm in ae.parameters():
         prm.requires_grad_(False)
+    condition = cfg.get("condition", "bicubic")  # how the LR image is brought to the target grid
+    if condition not in ("bicubic", "liif"):
+        raise UsageError(f"diffusion condition must be 'bicubic' or 'liif', got {condition!r}")
+    sr = load_model(Path(cfg["sr"]) if cfg.get("sr") else out / "sr.pt", "sr")[0] if condition == "liif" else None
     unet = UNet(**cfg["model"])
-    _maybe_init(unet, cfg, "diffusion", log)
+    _maybe_init(unet, cfg, "diffusion", log, out)
     dev = _device()
     ae.to(dev)
     unet.to(dev)
@@ -264,7 +275,7 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
     with torch.no_grad():  # latent scales, as LDM's scale_factor: unit-variance diffusion targets
         crops = [sampler.crop(p) for _ in range(64)]
         z_s = ae.encode(torch.stack([_unit(c) for c in crops]).to(dev))
-        z_d = ae.encode(torch.stack([_unit(degrade_up(c, sampler.rng.uniform(cfg["ratio_min"], cfg["ratio_max"])))
+        z_d = ae.encode(torch.stack([_unit(degrade_up(c, sampler.rng.uniform(cfg["ratio_min"], cfg["ratio_max"]), sr))
                                      for c in crops]).to(dev))
         sigma, res_sigma = float(z_s.std()), float((z_s - z_d).std())
     log(f"latent std {sigma:.4f}, residual std {res_sigma:.4f}")
@@ -278,7 +289,7 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
         for _ in range(cfg["batch"]):
             crop = sampler.crop(p)
             hrs.append(_unit(crop))
-            conds.append(_unit(degrade_up(crop, sampler.rng.uniform(cfg["ratio_min"], cfg["ratio_max"]))))
+            conds.append(_unit(degrade_up(crop, sampler.rng.uniform(cfg["ratio_min"], cfg["ratio_max"]), sr)))
         with torch.no_grad():
             z_hr = ae.encode(torch.stack(hrs).to(dev))
             z_c = ae.encode(torch.stack(conds).to(dev))
@@ -315,18 +326,22 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
         if step % 50 == 0 or step == total - 1:
             log(f"diffusion step {step} {msg} ({time.time() - t0:.0f}s)")
         if cfg.get("save_every") and step % int(cfg["save_every"]) == 0 and step:
-            save_model(copy.deepcopy(ema).cpu(), "diffusion", out, sigma=sigma, res_sigma=res_sigma, train=cfg, step=step)
-    log(f"saved {save_model(ema.cpu(), 'diffusion', out, sigma=sigma, res_sigma=res_sigma, train=cfg, step=total)}")
+            save_model(copy.deepcopy(ema).cpu(), "diffusion", out, sigma=sigma, res_sigma=res_sigma, train=cfg,
+                       step=step, condition=condition)
+    log(f"saved {save_model(ema.cpu(), 'diffusion', out, sigma=sigma, res_sigma=res_sigma, train=cfg, step=total, condition=condition)}")
 
 
 STAGES = {"sr": train_sr, "ae": train_ae, "diffusion": train_diffusion}
 
 
-def run(stage: str, config: Path, out: Path, steps: int | None = None, threads: int | None = None) -> int:
+def run(stage: str, config: Path, out: Path, steps: int | None = None, threads: int | None = None,
+        section: str | None = None) -> int:
+    """Train ``stage`` with the config's ``section`` (default: the section named like the stage; a
+    config may hold several recipes for one stage, e.g. ``diffusion_pretrain`` then ``diffusion``)."""
     if stage not in STAGES:
         raise UsageError(f"unknown stage '{stage}' (known: {', '.join(STAGES)})")
     try:
-        cfg = json.loads(Path(config).read_text())[stage]
+        cfg = json.loads(Path(config).read_text())[section or stage]
     except FileNotFoundError:
         raise InputError(f"no such config: {config}") from None
     except (json.JSONDecodeError, KeyError) as exc:
@@ -346,11 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", required=True, choices=sorted(STAGES))
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    ap.add_argument("--section", default=None, help="config section (default: the stage's name)")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    return run(a.stage, a.config, a.out, a.steps, a.threads)
+    return run(a.stage, a.config, a.out, a.steps, a.threads, a.section)
 
 
 if __name__ == "__main__":
