@@ -128,6 +128,12 @@ for ax, (title, img) in zip(axes, panels):
     ax.imshow(img); ax.axis("off")
     ax.set_title(title if img is photo else f"{title}: {metrics.psnr(photo, img):.2f} dB")
 plt.show()
+if "ldm" in neurocodec.list_codecs():  # unconditional samples of the same latent model
+    from neurocodec.codecs.ldm.api import generate
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for seed, ax in enumerate(axes):
+        ax.imshow(generate(128, 128, seed=seed, steps=4 if QUICK else 20)); ax.axis("off"); ax.set_title(f"generate, seed {seed}")
+    plt.show()
 """,
     "kvb": """\
 for png in sorted((RESULTS / "kvb").rglob("*.png")):
@@ -167,6 +173,8 @@ def build(folder: Path | None = None) -> list[Path]:
             nb.cells.append(nbformat.v4.new_code_cell(_TABLE.format(suite=suite)))
         nb.cells.append(nbformat.v4.new_markdown_cell("## Sample reconstructions"))
         nb.cells.append(nbformat.v4.new_code_cell(_SAMPLES[suite]))
+        for i, cell in enumerate(nb.cells):  # stable ids: rebuilding an unchanged notebook changes nothing
+            cell["id"] = f"{suite}-{i}"
         path = folder / f"{suite}.ipynb"
         nbformat.write(nb, path)
         paths.append(path)

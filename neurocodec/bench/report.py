@@ -19,7 +19,7 @@ SUITE_COLUMNS: dict[str, list[str]] = {
     "video": ["bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decode_fps"],
     "image": ["bpp", "psnr-rgb", "ms-ssim-rgb", "psnr-2x-rgb"],
     "lossless": ["bpd", "encode_images_per_s", "decode_images_per_s"],
-    "sr": ["scale", "psnr-rgb", "psnr-rgb-std", "ssim-rgb"],
+    "sr": ["scale", "psnr-rgb", "psnr-rgb-std", "ssim-rgb", "detail-ratio"],
     "kvb": ["accuracy", "accuracy_std", "forgetting", "bits_per_sample", "bits_per_sample_fixed"],
     "entropy": ["symbols", "rate_over_entropy", "encode_msym_per_s", "decode_msym_per_s"],
 }
