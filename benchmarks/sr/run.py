@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             n = min(r.shape[0] for r in row), min(r.shape[1] for r in row)
             strip = np.concatenate([r[: n[0], : n[1]] for r in row], axis=1)
             write_image(pics / f"coffee_x{s:g}_hr_bicubic_liif_diffusion.png", strip)
+        # the same latent model, unconditional: what `neurocodec generate --size 128x128 --seed N` draws
+        gens = [api.generate(128, 128, seed=seed, steps=20, weights_dir=a.weights) for seed in range(4)]
+        write_image(pics / "generate_128x128_seeds0-3.png", np.concatenate(gens, axis=1))
         try:
             import matplotlib
 

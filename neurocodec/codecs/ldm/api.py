@@ -27,7 +27,7 @@ GEN_LATENT = 32  # longest latent side for unconditional samples (the training c
 #: SDEdit strength of ``upsample(method="diffusion")``: chosen on training photos, never the held-out
 #: ones, by ``benchmarks/sr/strength.py`` (the strength whose output detail energy is closest to the
 #: original's; results/sr/strength_screen.json).
-DEFAULT_STRENGTH = 0.7
+DEFAULT_STRENGTH = 1.0
 
 
 @functools.lru_cache(maxsize=8)
