@@ -316,7 +316,7 @@ def lr_screen(dataset: str, clip_path: Path, cache: Path, args: argparse.Namespa
             best[codec] = max(mine, key=lambda r: r["psnr-rgb"])["lr"]
     doc = {"description": f"learning-rate screen: {dataset}, {epochs} epochs, target_params {SCREEN_PARAMS[dataset]}, "
                           "seed 0, one torch thread; the RD points use each codec's best lr",
-           "best_lr": best, "runs": runs, "environment": environment()}
+           "best_lr": best, "runs": runs, "quick": args.quick, "environment": environment()}
     out_base.mkdir(parents=True, exist_ok=True)
     (out_base / "lr_screen.json").write_text(json.dumps(doc, indent=1))
     print(f"best lr {best}", flush=True)
