@@ -38,7 +38,8 @@ def test_hyperparameter_screens_quick(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    for script, extra in (("benchmarks/video/run.py", ["--screen"]), ("benchmarks/sr/strength.py", [])):
+    for script, extra in (("benchmarks/video/run.py", ["--screen"]), ("benchmarks/sr/strength.py", []),
+                          ("benchmarks/video/lr_by_size.py", [])):
         proc = subprocess.run([sys.executable, str(root / script), "--quick", "--out", str(tmp_path), *extra],
                               capture_output=True, text=True, timeout=600, cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -46,6 +47,9 @@ def test_hyperparameter_screens_quick(tmp_path):
     for codec in ("hnerv", "nerv"):
         rows = [r for r in video["runs"] if r["codec"] == codec]
         assert len(rows) == 2 and video["best_lr"][codec] == max(rows, key=lambda r: r["psnr-rgb"])["lr"]
+    by_size = json.loads((tmp_path / "video" / "carphone" / "lr_by_size.json").read_text())
+    (b,) = by_size["best"].values()
+    assert b["delta_db"] == b["hnerv"]["psnr-rgb"] - b["nerv"]["psnr-rgb"] and len(by_size["runs"]) == 4
     sr = json.loads((tmp_path / "sr" / "strength_screen.json").read_text())
     diff = [r for r in sr["summary"] if r["method"] == "diffusion"]
     assert len(diff) == 2 and sr["pick"] in {r["strength"] for r in diff}
