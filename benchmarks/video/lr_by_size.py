@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import load_clip, run_point  # noqa: E402
+from run import load_clip, lr_rows  # noqa: E402
 
 from neurocodec.bench.results import default_results_dir, environment  # noqa: E402
 
@@ -43,34 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     if not clip_path.exists():
         np.save(clip_path, load_clip("carphone", a.quick))
     common = {"epochs": a.epochs, "seed": 0, "device": "cpu"}
-    rows = []
+    rows, best = [], {}
     for bpp in a.bpp:
-        h_best = None
-        for lr in lrs:
-            h = run_point({"codec": "hnerv", "clip": str(clip_path), "params": {**common, "target_bpp": bpp, "lr": lr},
-                           "decode": {"device": "cpu"}}, cache)
-            if h is None:
-                continue
-            rows.append({"codec": "hnerv", "target_bpp": bpp, "lr": lr, "lr_used": h["fit"]["lr"],
-                         "values": h["fit"]["model_values"], "psnr-rgb": h["psnr-rgb"]})
-            print(f"hnerv bpp {bpp} lr {lr:<6g} {h['psnr-rgb']:.2f}", flush=True)
-            h_best = h if h_best is None or h["psnr-rgb"] > h_best["psnr-rgb"] else h_best
-        values = h_best["fit"]["model_values"]  # every lr gives the same architecture
-        for lr in lrs:
-            n = run_point({"codec": "nerv", "clip": str(clip_path), "params": {**common, "target_params": values, "lr": lr},
-                           "decode": {"device": "cpu"}}, cache)
-            if n is None:
-                continue
-            rows.append({"codec": "nerv", "target_bpp": bpp, "lr": lr, "lr_used": n["fit"]["lr"],
-                         "values": n["fit"]["model_values"], "psnr-rgb": n["psnr-rgb"]})
-            print(f"nerv  bpp {bpp} lr {lr:<6g} {n['psnr-rgb']:.2f}", flush=True)
-    best = {}
-    for bpp in a.bpp:
-        for codec in ("hnerv", "nerv"):
-            sel = [r for r in rows if r["codec"] == codec and r["target_bpp"] == bpp]
-            if sel:
-                best.setdefault(str(bpp), {})[codec] = max(sel, key=lambda r: r["psnr-rgb"])
-        b = best.get(str(bpp), {})
+        hnerv = lr_rows("hnerv", {**common, "target_bpp": bpp}, lrs, clip_path, cache)
+        if not hnerv:
+            continue
+        # every lr gives the same architecture: NeRV gets the HNeRV point's value count
+        nerv = lr_rows("nerv", {**common, "target_params": hnerv[0]["values"]}, lrs, clip_path, cache)
+        rows += [{**r, "target_bpp": bpp} for r in hnerv + nerv]
+        b = {name: max(rs, key=lambda r: r["psnr-rgb"]) for name, rs in (("hnerv", hnerv), ("nerv", nerv)) if rs}
+        best[str(bpp)] = b
         if len(b) == 2:
             b["delta_db"] = b["hnerv"]["psnr-rgb"] - b["nerv"]["psnr-rgb"]
             print(f"bpp {bpp}: best hnerv {b['hnerv']['psnr-rgb']:.2f} (lr {b['hnerv']['lr']}) vs best nerv "

@@ -293,6 +293,22 @@ def bench_dataset(dataset: str, args: argparse.Namespace) -> dict:
     return summary
 
 
+def lr_rows(codec: str, params: dict, lrs: tuple[float, ...], clip_path: Path, cache: Path) -> list[dict]:
+    """``codec`` fitted at each of ``lrs`` (everything else ``params``): one row per finished point,
+    with ``lr_used`` = the step the divergence guard ended at."""
+    rows = []
+    for lr in lrs:
+        r = run_point({"codec": codec, "clip": str(clip_path), "params": {**params, "lr": lr}, "decode": {"device": "cpu"}},
+                      cache)
+        if r is None:
+            continue
+        rows.append({"codec": codec, "lr": lr, "lr_used": r["fit"]["lr"], "values": r["fit"]["model_values"],
+                     "psnr-rgb": r["psnr-rgb"], "ms-ssim-rgb": r["ms-ssim-rgb"], "bpp": r["bpp"],
+                     "fit_s": r["fit"]["seconds"]})
+        print(f"screen {codec:6s} lr {lr:<6g} values {r['fit']['model_values']}  psnr {r['psnr-rgb']:.2f}", flush=True)
+    return rows
+
+
 def lr_screen(dataset: str, clip_path: Path, cache: Path, args: argparse.Namespace, out_base: Path) -> dict[str, float]:
     """Each neural codec at every ``LR_GRID`` step, equal size (``SCREEN_PARAMS``) and epochs: returns
     each codec's best lr and writes ``lr_screen.json`` beside the dataset's results."""
@@ -302,16 +318,9 @@ def lr_screen(dataset: str, clip_path: Path, cache: Path, args: argparse.Namespa
     epochs = 2 if args.quick else SCREEN_EPOCHS
     runs, best = [], {}
     for codec in [c for c in ("hnerv", "nerv") if c in args.codecs]:
-        for lr in grid:
-            params = {"epochs": epochs, "seed": 0, "device": "cpu", "target_params": SCREEN_PARAMS[dataset], "lr": lr}
-            r = run_point({"codec": codec, "clip": str(clip_path), "params": params, "decode": {"device": "cpu"}}, cache)
-            if r is None:
-                continue
-            runs.append({"codec": codec, "lr": lr, "lr_used": r["fit"]["lr"], "values": r["fit"]["model_values"],
-                         "psnr-rgb": r["psnr-rgb"], "ms-ssim-rgb": r["ms-ssim-rgb"], "bpp": r["bpp"],
-                         "fit_s": r["fit"]["seconds"]})
-            print(f"screen {codec:6s} lr {lr:<6g} values {r['fit']['model_values']}  psnr {r['psnr-rgb']:.2f}", flush=True)
-        mine = [r for r in runs if r["codec"] == codec]
+        params = {"epochs": epochs, "seed": 0, "device": "cpu", "target_params": SCREEN_PARAMS[dataset]}
+        mine = lr_rows(codec, params, grid, clip_path, cache)
+        runs += mine
         if mine:
             best[codec] = max(mine, key=lambda r: r["psnr-rgb"])["lr"]
     doc = {"description": f"learning-rate screen: {dataset}, {epochs} epochs, target_params {SCREEN_PARAMS[dataset]}, "

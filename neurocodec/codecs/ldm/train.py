@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ... import datasets
 from ...errors import InputError, UsageError
-from .autoencoder import CodecAE, LIIFUpsampler
+from .autoencoder import CodecAE, LIIFUpsampler, to_uint8, to_unit
 from .diffusion import UNet, alphas_cumprod, diffusion_loss
 from .liif import index_center
 
@@ -239,8 +239,7 @@ def degrade_up(hr: np.ndarray, r: float, sr: LIIFUpsampler | None = None) -> np.
     if sr is None:
         return resize(lo, h, w)
     with torch.no_grad():
-        out = sr.upsample(torch.from_numpy(np.array(lo, copy=True)).permute(2, 0, 1).float()[None] / 255.0, h, w, tile=None)
-    return (out[0].permute(1, 2, 0).clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).numpy()
+        return to_uint8(sr.upsample(to_unit(lo), h, w, tile=None))
 
 
 def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
@@ -279,6 +278,7 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
                                      for c in crops]).to(dev))
         sigma, res_sigma = float(z_s.std()), float((z_s - z_d).std())
     log(f"latent std {sigma:.4f}, residual std {res_sigma:.4f}")
+    meta = dict(sigma=sigma, res_sigma=res_sigma, train=cfg, condition=condition)  # stored with the weights
     gen = torch.Generator().manual_seed(cfg["seed"])
     t0 = time.time()
     total = cfg["steps"] + cfg["align_steps"]
@@ -326,9 +326,8 @@ def train_diffusion(cfg: dict, out: Path, log: _Log) -> None:
         if step % 50 == 0 or step == total - 1:
             log(f"diffusion step {step} {msg} ({time.time() - t0:.0f}s)")
         if cfg.get("save_every") and step % int(cfg["save_every"]) == 0 and step:
-            save_model(copy.deepcopy(ema).cpu(), "diffusion", out, sigma=sigma, res_sigma=res_sigma, train=cfg,
-                       step=step, condition=condition)
-    log(f"saved {save_model(ema.cpu(), 'diffusion', out, sigma=sigma, res_sigma=res_sigma, train=cfg, step=total, condition=condition)}")
+            save_model(copy.deepcopy(ema).cpu(), "diffusion", out, step=step, **meta)
+    log(f"saved {save_model(ema.cpu(), 'diffusion', out, step=total, **meta)}")
 
 
 STAGES = {"sr": train_sr, "ae": train_ae, "diffusion": train_diffusion}
