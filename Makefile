@@ -27,7 +27,7 @@ bench-quick: $(STAMP)
 	$(VENV)/bin/neurocodec bench all --quick
 
 notebooks: $(STAMP)
-	$(PY) -m neurocodec.bench.notebooks --execute
+	$(PY) notebooks/build.py --execute
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

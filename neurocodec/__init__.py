@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from . import errors
-from .codec import Codec, decode, encode, get_codec, list_codecs
+from .codec import Codec, Encoded, decode, encode, encode_with_report, get_codec, list_codecs
 from .container import Container
 
 try:
@@ -17,4 +17,4 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["Codec", "Container", "decode", "encode", "errors", "get_codec", "list_codecs", "__version__"]
+__all__ = ["Codec", "Container", "Encoded", "decode", "encode", "encode_with_report", "errors", "get_codec", "list_codecs", "__version__"]

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import inspect
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,13 +46,41 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_params(items: list[str] | None) -> dict[str, Any]:
+def parse_params(items: list[str] | None, raw: bool = False) -> dict[str, Any]:
+    """``KEY=VALUE`` items. With ``raw`` the values stay strings: the codec's declarations convert
+    them (and name the parameter when they cannot)."""
     params: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--param expects KEY=VALUE, got '{item}'")
-        params[key.replace("-", "_")] = parse_value(value)
+        params[key.replace("-", "_")] = value if raw else parse_value(value)
+    return params
+
+
+# encode flags that are shorthands for a declared parameter
+_FLAG_PARAMS = (("quality", "quality", "--quality"), ("bpp", "target_bpp", "--bpp"), ("size", "target_bytes", "--size"))
+
+
+def encode_params(codec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The parameters of an encode: ``--param`` items plus the shorthand flags, refused with the
+    flag's own name when the codec has no such parameter."""
+    declared = type(codec).params
+    params = parse_params(args.param, raw=declared is not None)
+    accepted = {p.name for p in declared} if declared is not None else \
+        set(inspect.signature(codec.compress).parameters)
+    for flag, key, shown in _FLAG_PARAMS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if key not in accepted:
+            raise UsageError(f"codec '{codec.name}' has no {shown} (no '{key}' parameter); "
+                             f"its parameters: {', '.join(sorted(accepted - {'self', 'data', 'progress'})) or 'none'}")
+        params[key] = parse_bytes(value) if flag == "size" else value
+    if declared is not None:  # validate before the input is even read
+        from .params import bind
+
+        bind(declared, params, f"codec '{codec.name}'")
     return params
 
 
@@ -103,19 +132,17 @@ def cmd_encode(args: argparse.Namespace) -> int:
         codec = get_codec(args.codec)()
     except UnknownCodecError as exc:  # a name typed on the command line is a usage error
         raise UsageError(str(exc)) from None
-    params = parse_params(args.param)
-    for flag, key in (("quality", "quality"), ("bpp", "target_bpp"), ("size", "target_bytes")):
-        value = getattr(args, flag)
-        if value is not None:
-            params[key] = parse_bytes(value) if flag == "size" else value
+    params = encode_params(codec, args)
     data = nio.read_any(args.input)
     if codec.kind == "video" and "fps" not in params and Path(args.input).suffix.lower() in nio.VIDEO_EXTENSIONS:
         if "fps" in inspect.signature(codec.compress).parameters:
             params["fps"] = nio.video_fps(args.input)
-    start = time.perf_counter()
-    blob = codec.encode(data, progress=not args.quiet, **params)
-    elapsed = time.perf_counter() - start
     output = args.output or str(Path(args.input).with_suffix(".ncx"))
+    refuse_overwriting_input(args.input, output)
+    start = time.perf_counter()
+    encoded = codec.encode_with_report(data, progress=not args.quiet, **params)
+    blob = encoded.blob
+    elapsed = time.perf_counter() - start
     nio.write_bytes_atomic(output, blob)
     shape = getattr(data, "shape", ())
     rate = ""
@@ -123,16 +150,31 @@ def cmd_encode(args: argparse.Namespace) -> int:
         rate = f"{bpp(len(blob), shape):.4f} bpp, {bpd(len(blob), shape):.4f} bpd"
     elif shape:
         rate = f"{8 * len(blob) / shape[0]:.1f} bits per sample"
-    fit = ncx.unpack(blob).header.get("fit")
-    if isinstance(fit, dict) and isinstance(fit.get("psnr"), (int, float)):
-        rate += f", {fit['psnr']:.2f} dB PSNR"  # codecs that learn report the quality they reached
+    psnr = encoded.report.get("psnr")
+    if isinstance(psnr, (int, float)):
+        rate += f", {psnr:.2f} dB PSNR"  # codecs that learn report the quality they reached
     _report(args, f"{args.input} -> {output}: {len(blob)} bytes{', ' + rate if rate else ''} ({elapsed:.2f} s, {codec.name})")
     return EXIT_OK
+
+
+def refuse_overwriting_input(source: str, output: str) -> None:
+    """Refuse an output that is the input itself (same path, a ``./`` alias, a symlink or a hard
+    link to it): atomic writes would replace the user's data with our bytes. Checked before any work."""
+    src, out = Path(source), Path(output)
+    if not out.exists() or not src.exists():
+        return
+    try:
+        same = os.path.samefile(src, out)
+    except OSError:
+        same = src.resolve() == out.resolve()
+    if same:
+        raise UsageError(f"output '{output}' is the input '{source}': refusing to overwrite it")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from . import io as nio
 
+    refuse_overwriting_input(args.input, args.output)
     blob = nio.read_bytes(args.input)
     box = ncx.unpack(blob)
     codec = get_codec(box.codec)()
@@ -185,13 +227,37 @@ def cmd_info(args: argparse.Namespace) -> int:
     from . import io as nio
 
     print(json.dumps(describe(nio.read_bytes(args.input)), indent=2))
+    sys.stdout.flush()  # a closed pipe surfaces here, inside main's handler, not at exit
     return EXIT_OK
 
 
 def cmd_codecs(args: argparse.Namespace) -> int:
+    if args.name:
+        try:
+            cls = get_codec(args.name)
+        except UnknownCodecError as exc:
+            raise UsageError(str(exc)) from None
+        print(codec_help(cls))
+        return EXIT_OK
     for name, cls in sorted(list_codecs().items()):
         print(f"{name:<8} {cls.kind:<15} v{cls.version}  {cls.description}")
     return EXIT_OK
+
+
+def codec_help(cls: Any) -> str:
+    """A codec's description and its parameter tables (``codecs NAME``, ``encode --codec NAME --help``)."""
+    from .params import table
+
+    lines = [f"{cls.name} ({cls.kind}, bitstream v{cls.version}): {cls.description}", "", "encode parameters (--param KEY=VALUE):"]
+    if cls.params is None:
+        sig = inspect.signature(cls.compress)
+        lines += [f"  {n} = {p.default!r}" for n, p in sig.parameters.items()
+                  if n not in ("self", "data", "progress") and p.kind is p.KEYWORD_ONLY]
+    else:
+        lines += ["  " + line for line in table(cls.params).splitlines()]
+    if cls.options:
+        lines += ["", "decode options (decode --param KEY=VALUE):"] + ["  " + line for line in table(cls.options).splitlines()]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------- parser
@@ -229,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("codecs", parents=[common], help="list the codecs available here")
+    p = sub.add_parser("codecs", parents=[common], help="list the codecs available here, or one codec's parameters")
+    p.add_argument("name", nargs="?", help="a codec: show its parameters with types, defaults and ranges")
     p.set_defaults(func=cmd_codecs)
 
     for module_name in _EXTENSIONS:
@@ -252,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        if _codec_help_requested(argv):
+            return EXIT_OK
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version: argparse exits; main returns
+            sys.stdout.flush()
+            return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else EXIT_USAGE
         if not getattr(args, "command", None) or not hasattr(args, "func"):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
@@ -266,8 +339,43 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neurocodec: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `neurocodec info x.ncx | head`: the reader left; end quietly like other Unix tools
+        _silence_stdout()
+        return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
         return _fail(exc, EXIT_ERROR, debug, prefix="internal error: ")
+
+
+def _codec_help_requested(argv: list[str]) -> bool:
+    """``encode --codec NAME --help``: argparse's help, then NAME's parameter table."""
+    if not argv or argv[0] != "encode" or not {"-h", "--help"} & set(argv):
+        return False
+    name = None
+    for i, item in enumerate(argv):
+        if item in ("-c", "--codec") and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif item.startswith("--codec="):
+            name = item.split("=", 1)[1]
+    if name is None:
+        return False
+    try:
+        cls = get_codec(name)
+    except UnknownCodecError as exc:
+        raise UsageError(str(exc)) from None
+    build_parser()._subparsers._group_actions[0].choices["encode"].print_help()  # noqa: SLF001
+    print()
+    print(codec_help(cls))
+    return True
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit and would print a second BrokenPipeError
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _fail(exc: BaseException, code: int, debug: bool, prefix: str = "") -> int:

@@ -10,11 +10,13 @@ import importlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
 from . import container as ncx
 from .errors import MissingDependencyError, UnknownCodecError, UnsupportedVersionError, UsageError
+from .params import Param
 
 # name -> "module:Class". One line per codec; the name is written into every file it makes.
 _REGISTRY: Mapping[str, str] = MappingProxyType(
@@ -37,16 +39,28 @@ _REGISTRY: Mapping[str, str] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """What :meth:`Codec.encode_with_report` returns: the complete ``.ncx`` bytes and the codec's
+    report of how it got there (training statistics, chosen settings, warnings). The report is
+    never part of the bitstream, so it may hold wall-clock times without breaking reproducibility."""
+
+    blob: bytes
+    report: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Codec(ABC):
     """Base of every codec.
 
     Subclasses set ``name``, ``version`` (an int, bumped whenever the bitstream changes), ``kind``
     (``"image"``, ``"video"`` or ``"representation"``) and ``description``, and implement
 
-    * ``compress(data, *, progress, **params) -> (header: dict, sections: dict[str, bytes])``
+    * ``compress(data, *, progress, **params) -> (header: dict, sections: dict[str, bytes])``, or
+      ``(header, sections, report: dict)`` for a codec with something to tell (a training run)
     * ``decompress(header, sections, **options) -> data``
 
-    ``encode``/``decode`` wrap those in the ``.ncx`` container. The header should hold ``shape``
+    ``encode``/``decode`` wrap those in the ``.ncx`` container. A codec instance holds no state
+    between calls: everything an encode learns goes into its bitstream or its report. The header should hold ``shape``
     and ``dtype`` of the data that ``decode`` returns, so ``info`` can report bpp/bpd.
     ``fit`` is implemented by codecs that learn.
     """
@@ -57,6 +71,11 @@ class Codec(ABC):
     description: ClassVar[str] = ""
     #: oldest bitstream version this decoder still reads
     min_version: ClassVar[int] = 1
+    #: encode parameters and decode options, declared once (:mod:`neurocodec.params`); a codec
+    #: that declares them decorates ``compress``/``decompress`` with ``@declared(...)``. ``None``:
+    #: not declared yet, keyword names are checked against the method's signature instead.
+    params: ClassVar[tuple[Param, ...] | None] = None
+    options: ClassVar[tuple[Param, ...] | None] = None
 
     # -- to implement -------------------------------------------------------------------------------
     @abstractmethod
@@ -73,9 +92,15 @@ class Codec(ABC):
     # -- public API ---------------------------------------------------------------------------------
     def encode(self, data: Any, *, progress: bool = False, **params: Any) -> bytes:
         """Encode ``data`` into a complete ``.ncx`` byte string."""
+        return self.encode_with_report(data, progress=progress, **params).blob
+
+    def encode_with_report(self, data: Any, *, progress: bool = False, **params: Any) -> Encoded:
+        """Encode ``data``; return the ``.ncx`` bytes together with the codec's report."""
         _check_params(self.compress, params, f"codec '{self.name}'", "parameter")
-        header, sections = self.compress(data, progress=progress, **params)
-        return ncx.pack(ncx.Container(self.name, self.version, header, sections))
+        out = self.compress(data, progress=progress, **params)
+        header, sections = out[0], out[1]
+        report = dict(out[2]) if len(out) > 2 else {}
+        return Encoded(ncx.pack(ncx.Container(self.name, self.version, header, sections)), report)
 
     def decode(self, blob: bytes | ncx.Container, **options: Any) -> Any:
         """Decode an ``.ncx`` byte string (or parsed container) written by this codec."""
@@ -96,7 +121,10 @@ class Codec(ABC):
 
 
 def _check_params(func: Any, given: Mapping[str, Any], owner: str, what: str) -> None:
-    """Reject unknown keyword arguments with a message listing the accepted ones."""
+    """Reject unknown keyword arguments with a message listing the accepted ones (for methods
+    without declarations; declared ones validate themselves)."""
+    if getattr(func, "__neurocodec_declared__", None):
+        return
     sig = inspect.signature(func)
     if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
         return
@@ -145,6 +173,11 @@ def list_codecs() -> dict[str, type[Codec]]:
 def encode(data: Any, codec: str, *, progress: bool = False, **params: Any) -> bytes:
     """Encode ``data`` with the named codec into ``.ncx`` bytes."""
     return get_codec(codec)().encode(data, progress=progress, **params)
+
+
+def encode_with_report(data: Any, codec: str, *, progress: bool = False, **params: Any) -> Encoded:
+    """Encode ``data`` with the named codec; return the bytes and the codec's report."""
+    return get_codec(codec)().encode_with_report(data, progress=progress, **params)
 
 
 def decode(blob: bytes, **options: Any) -> Any:

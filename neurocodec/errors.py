@@ -42,6 +42,10 @@ class UnknownCodecError(InputError):
     """No codec of that name is registered."""
 
 
+class ExternalToolError(NeurocodecError):
+    """An external program (ffmpeg) refused or failed; the message carries its last line."""
+
+
 class MissingDependencyError(NeurocodecError, ImportError):
     """An optional package (an extra) is needed for this operation."""
 

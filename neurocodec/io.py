@@ -34,13 +34,7 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=parent)
-        os.close(fd)
-        tmp = Path(name)
-        # mkstemp makes 0600 files; outputs get the usual permissions (0666 less the umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        tmp = _new_file(parent, f".{target.stem}.", suffix)
     try:
         yield tmp
         if is_dir and target.is_dir():
@@ -52,6 +46,23 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _new_file(parent: Path, prefix: str, suffix: str) -> Path:
+    """Create a fresh, empty file beside the output with mode 0666 *as the kernel applies the
+    umask*: the usual permissions of a new file, without reading the umask (which Python can only
+    do by setting it, a process-wide flip another thread could observe)."""
+    for _ in range(100):
+        name = parent / f"{prefix}{os.urandom(6).hex()}{suffix}"
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot write in {parent}: {exc.strerror}") from None
+        os.close(fd)
+        return name
+    raise InputError(f"cannot create a temporary file in {parent}")
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -108,3 +108,39 @@ def test_decode_option_not_supported_is_usage_error(tmp_path, image_file):
 def test_debug_shows_traceback(tmp_path):
     proc = run("info", tmp_path / "missing.ncx", "--debug")
     assert proc.returncode == 3 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize("alias", ["same", "dot", "symlink", "hardlink"])
+def test_output_onto_input_is_refused_before_any_work(tmp_path, image_file, alias):
+    original = image_file.read_bytes()
+    if alias == "same":
+        out = image_file
+    elif alias == "dot":
+        out = tmp_path / "." / image_file.name
+    elif alias == "symlink":
+        out = tmp_path / "link.png"
+        out.symlink_to(image_file)
+    else:
+        out = tmp_path / "hard.png"
+        out.hardlink_to(image_file)
+    proc = run("encode", image_file, "-o", out, "--codec", "png", cwd=tmp_path)
+    assert_one_line_error(proc, 2, "is the input")
+    assert image_file.read_bytes() == original
+
+
+def test_decode_onto_its_own_input_is_refused(tmp_path, image_file):
+    blob = tmp_path / "x.ncx"
+    assert run("encode", image_file, "-o", blob, "--codec", "png").returncode == 0
+    before = blob.read_bytes()
+    proc = run("decode", blob, "-o", blob)
+    assert_one_line_error(proc, 2, "is the input")
+    assert blob.read_bytes() == before
+
+
+def test_info_into_a_closed_pipe_ends_quietly(tmp_path, image_file):
+    blob = tmp_path / "x.ncx"
+    assert run("encode", image_file, "-o", blob, "--codec", "png").returncode == 0
+    proc = subprocess.run(f"{sys.executable} -m neurocodec.cli info {blob} | head -c 5", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "{\n  \""[:5]
+    assert proc.stderr == "", proc.stderr

@@ -163,3 +163,27 @@ def test_table_checks():
         entropy.encode_with_tables(np.array([4]), np.ones((1, 4), np.int32))
     with pytest.raises(CorruptStreamError):
         entropy.SequentialDecoder(b"abc")
+
+
+def test_float64_tables_code_like_their_integer_twins_and_bad_input_is_refused():
+    rng = np.random.default_rng(3)
+    freqs = entropy.quantize_pmf(rng.dirichlet(np.full(40, 0.3), size=500))
+    x = (np.cumsum(freqs, 1) < rng.integers(0, 1 << 16, 500)[:, None]).sum(1)
+    blob = entropy.encode_with_tables(x, freqs)
+    assert entropy.encode_with_tables(x.astype(np.int32), freqs.astype(np.float64)) == blob
+    assert np.array_equal(entropy.decode_with_tables(blob, freqs.astype(np.float64)), x)
+    for symbols, tables in ((np.array([40]), freqs[:1]), (np.array([-1]), freqs[:1]), (np.array([2**33]), freqs[:1]),
+                            (np.array([1], np.int32), np.zeros((1, 4))), (np.array([1]), np.zeros((1, 4), int)),
+                            (np.array([1]), np.full((1, 4), np.nan))):
+        with pytest.raises(UsageError):
+            entropy.encode_with_tables(symbols, tables)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.int64, np.uint32, np.bool_])
+def test_iid_symbols_of_every_integer_type_at_their_extremes(dtype):
+    info = np.iinfo(dtype) if dtype is not np.bool_ else None
+    lo, hi = (0, 1) if info is None else (max(info.min, -300), min(info.max, 300))
+    x = np.random.default_rng(0).integers(lo, hi + 1, 3000).astype(dtype)
+    x[:2] = (lo, hi)
+    back = entropy.decode_symbols(entropy.encode_symbols(x))
+    assert np.array_equal(back, x.astype(np.int64))

@@ -1,16 +1,25 @@
-"""HNeRV / NeRV codecs on tiny clips: shapes, padding, bitstream, resume, rate control, errors."""
+"""HNeRV / NeRV codecs on tiny clips: shapes, padding, bitstream, reproducibility, resume, rate
+control, errors, the wing's command line."""
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import neurocodec
-from neurocodec.codecs.hnerv.codec import QUALITY_BPP, HNeRVCodec, NeRVCodec, plan, read_model
-from neurocodec.codecs.hnerv.model import Arch, Model, choose_strides, decoder_params, model_values
-from neurocodec.codecs.hnerv.train import FitConfig, fit, lr_at
+from neurocodec import weights
+from neurocodec.codecs.hnerv.codec import QUALITY_BPP, HNeRVCodec, NeRVCodec, plan, quantize_model, read_model
+from neurocodec.codecs.hnerv.model import Arch, Model, choose_strides, decoder_params, embeddings, model_values
+from neurocodec.codecs.hnerv.train import CHECKPOINT_KIND, FitConfig, fit, lr_at
 from neurocodec.container import Container, pack, unpack
 from neurocodec.errors import CorruptStreamError, InputError, UsageError
+
+WING = Path(neurocodec.__file__).parent / "codecs" / "hnerv"
 
 
 def _clip(t: int = 8, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
@@ -28,6 +37,7 @@ def _clip(t: int = 8, h: int = 32, w: int = 32, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    # the tests' own setting (small convolutions are slower threaded on 2 cores), restored after
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -85,6 +95,40 @@ def test_lr_schedule_warmup_then_cosine():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-5
 
 
+def test_schedule_replans_to_the_time_budget():
+    from neurocodec.codecs.hnerv.train import Schedule
+
+    cfg = FitConfig(epochs=100, time_budget=10.0, prune=0.1)
+    sched = Schedule.from_config(cfg)
+    assert (sched.train, sched.finetune) == (100, 10)
+    sched.after_epoch("train", 1, 1, 1.0, cfg, torch.device("cpu"))  # 1 s per epoch: 10 fit the budget
+    assert (sched.train, sched.finetune) == (9, 1)
+    sched.after_epoch("finetune", 1, 9, 10.5, cfg, torch.device("cpu"))  # over budget: the fine-tune stops
+    assert sched.finetune == 1
+    fixed = Schedule.from_config(FitConfig(epochs=7, prune=0.0))
+    fixed.after_epoch("train", 1, 1, 1e6, FitConfig(epochs=7, prune=0.0), torch.device("cpu"))
+    assert (fixed.train, fixed.finetune) == (7, 0)  # no budget, no re-planning
+
+
+def test_rollback_guard_restores_the_state_before_the_bad_epoch():
+    from neurocodec.codecs.hnerv.train import SPIKE, RollbackGuard
+
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(model.parameters())
+    guard = RollbackGuard(model, opt)
+    first = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    guard.accept()
+    second = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.mul_(100.0)
+    assert guard.diverged(float("nan"), 1.0) and guard.diverged(SPIKE * 1.01, 1.0) and not guard.diverged(1.2, 1.0)
+    assert not guard.roll_back(undo_previous=False) and torch.equal(model.weight, second)
+    assert guard.roll_back(undo_previous=True) and torch.equal(model.weight, first)
+    assert not guard.roll_back(undo_previous=True) and torch.equal(model.weight, first)  # only once
+
+
 # ------------------------------------------------------------------------------- rate control
 def test_quality_presets_pick_monotone_sizes():
     shape = (120, 144, 176)
@@ -120,18 +164,27 @@ def test_rate_control_errors():
 def test_bitstream_round_trip_is_exact(cls):
     clip = _clip(8, 22, 30)
     codec = cls()
-    blob = codec.encode(clip, **FAST)
+    enc = codec.encode_with_report(clip, **FAST)
+    blob, report = enc.blob, enc.report
     box = unpack(blob)
-    assert box.header["shape"] == [8, 22, 30, 3] and box.header["fit"]["bytes"] == len(blob)
-    assert box.header["fit"]["bpp"] == pytest.approx(len(blob) * 8 / (8 * 22 * 30), abs=1e-5)
+    assert box.codec_version == cls.version == 2
+    assert box.header["shape"] == [8, 22, 30, 3] and "fit" not in box.header and report["bytes"] == len(blob)
+    assert report["bpp"] == pytest.approx(len(blob) * 8 / (8 * 22 * 30), abs=1e-5)
+    assert len(report["history"]) == report["epochs"] + report["finetune_epochs"]
+    assert not any(k.startswith("last_") for k in vars(codec))  # no side channel on the instance
     dec = neurocodec.decode(blob, device="cpu")
     assert dec.shape == clip.shape and dec.dtype == np.uint8
-    # decode of the file == decode of the in-memory quantized model, bit for bit
-    assert np.array_equal(dec, codec.last_model.render(device="cpu"))
+    # the public pipeline (plan -> fit -> quantize) gives the file's sections, and its in-memory
+    # quantized model renders what the file decodes to, bit for bit
+    arch = plan(cls.model_kind, clip.shape, width0=8, **({"reduce": 2.0} if cls is NeRVCodec else {}))
+    model = fit(clip, arch, FitConfig(epochs=2, device="cpu")).model
+    qmodel, sections = quantize_model(model, arch, embeddings(model, clip) if arch.kind == "hnerv" else None, 8, 6)
+    assert sections == dict(box.sections)
+    assert np.array_equal(dec, qmodel.render(device="cpu"))
     # and the encoder's reported PSNR is the PSNR of what the decoder returns
     from neurocodec.metrics import video_psnr
 
-    assert video_psnr(clip, dec) == pytest.approx(box.header["fit"]["psnr"], abs=1e-3)
+    assert video_psnr(clip, dec) == pytest.approx(report["psnr"], abs=1e-3)
     # a fresh codec object decodes it too (decoder rebuilt from the header alone)
     # another batch size may round a few pixels differently (float32 kernels), never by more than 1
     assert np.abs(cls().decode(blob, device="cpu", batch=3).astype(int) - dec).max() <= 1
@@ -151,9 +204,7 @@ def test_frames_range_decodes_only_that_range():
 
 def test_training_learns_and_quantization_costs_little():
     clip = _clip(8, 32, 32)
-    codec = HNeRVCodec()
-    codec.encode(clip, epochs=30, width0=16, device="cpu", lr=3e-3)
-    r = codec.last_report
+    r = HNeRVCodec().encode_with_report(clip, epochs=30, width0=16, device="cpu", lr=3e-3).report
     assert r["psnr"] > 22.0, r
     assert r["psnr"] > r["psnr_float"] - 1.0  # 8/6-bit quantization stays within 1 dB
     assert r["epochs"] == 30 and r["finetune_epochs"] == 3
@@ -173,12 +224,14 @@ def test_exploding_loss_rolls_back_and_halves_the_lr():
     assert res.lr < 0.5
 
 
-def test_time_budget_cuts_epochs():
+def test_time_budget_cuts_epochs(capsys):
     clip = _clip(8, 32, 32)
-    codec = HNeRVCodec()
-    codec.encode(clip, epochs=100_000, time_budget=2.0, width0=8, device="cpu")
-    assert codec.last_report["epochs"] < 100_000
-    assert codec.last_report["seconds"] < 30
+    r = HNeRVCodec().encode_with_report(clip, epochs=100_000, time_budget=2.0, width0=8, device="cpu",
+                                        progress=True).report
+    assert r["epochs"] < 100_000
+    assert r["seconds"] < 30
+    captured = capsys.readouterr()
+    assert captured.out == "" and "fit hnerv" in captured.err  # progress: a tqdm bar on stderr, nothing else
 
 
 def test_corrupt_streams_are_reported():
@@ -216,46 +269,169 @@ def test_bad_input_and_params():
         NeRVCodec().encode(_clip(4, 16, 16), embed_ch=4)  # an HNeRV-only parameter
     with pytest.raises(UsageError):
         codec.encode(_clip(4, 16, 16), weight_bits=1, **FAST)
+    with pytest.raises(UsageError):
+        codec.encode(_clip(4, 16, 16), epochs=1, width0=8, device="cuda:x")  # the shared device resolver
+
+
+# --------------------------------------------------------------------------- reproducibility
+def test_same_input_params_and_seed_give_the_same_bytes():
+    clip = _clip(6, 16, 16)
+    params = dict(epochs=2, width0=8, device="cpu", seed=5)
+    first = HNeRVCodec().encode(clip, **params)
+    assert HNeRVCodec().encode(clip, **params) == first
+    # a decode in between, at another torch thread count, changes nothing for the next encode
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        neurocodec.decode(first, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert HNeRVCodec().encode(clip, **params) == first
+    # and the seed is what it says
+    assert HNeRVCodec().encode(clip, **{**params, "seed": 6}) != first
+
+
+@pytest.mark.parametrize("cls", [HNeRVCodec, NeRVCodec])
+def test_encode_and_decode_leave_the_global_rngs_alone(cls):
+    clip = _clip(4, 16, 16)
+    torch.manual_seed(1234)
+    np.random.seed(99)
+    before, np_before = torch.get_rng_state(), np.random.get_state()
+    blob = cls().encode(clip, **FAST)
+    assert torch.equal(torch.get_rng_state(), before)
+    neurocodec.decode(blob, device="cpu")
+    assert torch.equal(torch.get_rng_state(), before)
+    np_after = np.random.get_state()
+    assert np_after[0] == np_before[0] and np.array_equal(np_after[1], np_before[1]) and np_after[2:] == np_before[2:]
+
+
+def test_seeded_model_init_does_not_depend_on_the_global_rng():
+    arch = Arch("hnerv", 4, 16, 16, [4, 2], 8, embed_ch=2)
+    torch.manual_seed(0)
+    a = Model(arch, generator=torch.Generator().manual_seed(7))
+    torch.manual_seed(1)
+    b = Model(arch, generator=torch.Generator().manual_seed(7))
+    c = Model(arch, generator=torch.Generator().manual_seed(8))
+    for (k, x), y, z in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(x, y), k
+    assert not all(torch.equal(x, z) for x, z in zip(a.parameters(), c.parameters()))
+
+
+def test_version_1_streams_still_decode():
+    """Version 1 carried the encoder's report as header["fit"]; the decoder never needed it."""
+    clip = _clip(4, 16, 16)
+    blob = HNeRVCodec().encode(clip, **FAST)
+    box = unpack(blob)
+    v1 = pack(Container("hnerv", 1, {**box.header, "fit": {"bytes": 1, "seconds": 3.5}}, dict(box.sections)))
+    assert np.array_equal(neurocodec.decode(v1, device="cpu"), neurocodec.decode(blob, device="cpu"))
+
+
+def test_decoding_imports_no_training_code(tmp_path):
+    """Decode a file in a fresh process: neither train.py nor the wing's CLI gets imported."""
+    path = tmp_path / "c.ncx"
+    path.write_bytes(NeRVCodec().encode(_clip(3, 8, 8), epochs=1, width0=4, device="cpu", prune=0.0))
+    code = ("import sys, neurocodec; neurocodec.decode(open(sys.argv[1], 'rb').read(), device='cpu'); "
+            "bad = [m for m in sys.modules if m.startswith('neurocodec') "
+            "and m.rsplit('.', 1)[-1].startswith(('train', 'cli'))]; "
+            "assert not bad, bad; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_the_wing_never_unpickles_or_flips_process_settings():
+    """No pickle (torch.load/torch.save), no global seeding, no process-wide torch settings, no
+    environment writes, anywhere in the wing's code (docstrings may talk about them)."""
+    import ast
+
+    banned = {"torch.load", "torch.save", "torch.manual_seed", "torch.seed", "torch.set_num_threads",
+              "torch.set_num_interop_threads", "torch.set_default_dtype", "torch.set_default_device",
+              "torch.use_deterministic_algorithms", "np.random.seed", "os.putenv", "os.umask"}
+
+    def dotted(node: ast.AST) -> str:
+        if isinstance(node, ast.Attribute):
+            return f"{dotted(node.value)}.{node.attr}"
+        return node.id if isinstance(node, ast.Name) else "?"
+
+    for path in WING.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                assert dotted(node) not in banned, f"{path.name}:{node.lineno} uses {dotted(node)}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any("pickle" in n for n in names), f"{path.name}:{node.lineno} imports pickle"
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            targets += [node.target] if isinstance(node, ast.AugAssign) else []
+            for target in targets:
+                if isinstance(target, ast.Subscript):
+                    assert dotted(target.value) != "os.environ", f"{path.name}:{node.lineno} writes os.environ"
 
 
 # ----------------------------------------------------------------------------------------- resume
-def test_resume_from_checkpoint_gives_the_same_model(tmp_path):
+class _Stop(Exception):
+    pass
+
+
+def _stop_at(phase: str, epoch: int):
+    def interrupt(e: int, p: str) -> None:
+        if p == phase and e == epoch:
+            raise _Stop
+    return interrupt
+
+
+@pytest.mark.parametrize("stop", [("train", 2), ("finetune", 1)])
+def test_resume_from_checkpoint_gives_the_same_model(tmp_path, stop):
     clip = _clip(6, 16, 16)
     arch = plan("hnerv", clip.shape, width0=8)
-    ref = fit(clip, arch, FitConfig(epochs=4, seed=3, device="cpu"))
+    cfg = dict(epochs=3, seed=3, device="cpu", finetune_epochs=2)
+    ref = fit(clip, arch, FitConfig(**cfg))
 
     ckpt = tmp_path / "fit.ckpt"
-
-    class Stop(Exception):
-        pass
-
-    def interrupt(epoch: int, phase: str) -> None:
-        if phase == "train" and epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(clip, arch, FitConfig(epochs=4, seed=3, device="cpu", checkpoint=str(ckpt)), on_epoch=interrupt)
-    assert ckpt.exists()
+    with pytest.raises(_Stop):
+        fit(clip, arch, FitConfig(**cfg, checkpoint=str(ckpt)), on_epoch=_stop_at(*stop))
+    # the checkpoint is a model file of the shared layer: weights, optimizer state, masks, where it stopped
+    model_file = weights.load(ckpt, kind=CHECKPOINT_KIND, versions=(1, 1))
+    assert ckpt.read_bytes()[:4] == pack(Container("x", 1, {}, {}))[:4]  # an .ncx container, not a pickle
+    assert (model_file.config["phase"], model_file.config["done"]) == stop
+    assert any(k.startswith("opt/state/") for k in model_file.arrays)
+    assert any(k.startswith("masks/") for k in model_file.arrays) == (stop[0] == "finetune")
     seen = []
-    resumed = fit(clip, arch, FitConfig(epochs=4, seed=3, device="cpu", checkpoint=str(ckpt)),
-                  on_epoch=lambda e, p: seen.append((p, e)))
-    assert seen[0] == ("train", 3)  # started where it stopped
+    resumed = fit(clip, arch, FitConfig(**cfg, checkpoint=str(ckpt)), on_epoch=lambda e, p: seen.append((p, e)))
+    assert seen[0] == (stop[0], stop[1] + 1)  # started where it stopped
+    assert [h[:3] for h in resumed.history] == [h[:3] for h in ref.history]  # same losses, epoch for epoch
     for (k, a), b in zip(ref.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
     # a finished checkpoint resumes straight to the end, with the same model
-    again = fit(clip, arch, FitConfig(epochs=4, seed=3, device="cpu", checkpoint=str(ckpt)))
+    again = fit(clip, arch, FitConfig(**cfg, checkpoint=str(ckpt)))
     assert again.psnr_train == pytest.approx(resumed.psnr_train)
     for a, b in zip(again.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
-    # a checkpoint for another model or recipe is refused
-    other = plan("hnerv", clip.shape, width0=9)
-    with pytest.raises(UsageError):
-        fit(clip, other, FitConfig(epochs=4, seed=3, device="cpu", checkpoint=str(ckpt)))
-    with pytest.raises(UsageError):
-        fit(clip, arch, FitConfig(epochs=5, seed=3, device="cpu", checkpoint=str(ckpt)))
+
+
+def test_checkpoint_for_another_model_or_recipe_or_junk_is_refused(tmp_path):
+    clip = _clip(4, 16, 16)
+    arch = plan("hnerv", clip.shape, width0=8)
+    ckpt = tmp_path / "fit.ckpt"
+    fit(clip, arch, FitConfig(epochs=1, seed=3, device="cpu", checkpoint=str(ckpt)))
+    with pytest.raises(UsageError, match="another model"):
+        fit(clip, plan("hnerv", clip.shape, width0=9), FitConfig(epochs=1, seed=3, device="cpu", checkpoint=str(ckpt)))
+    with pytest.raises(UsageError, match="another model"):
+        fit(clip, arch, FitConfig(epochs=2, seed=3, device="cpu", checkpoint=str(ckpt)))
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UsageError):
-        fit(clip, arch, FitConfig(epochs=4, seed=3, device="cpu", checkpoint=str(tmp_path / "junk.ckpt")))
+    with pytest.raises(InputError, match="delete it"):
+        fit(clip, arch, FitConfig(epochs=1, seed=3, device="cpu", checkpoint=str(tmp_path / "junk.ckpt")))
+    # another kind of model file is not a checkpoint either
+    weights.save(tmp_path / "other.ncx", "pc", 1, {}, {"x": np.zeros(3, np.float32)})
+    with pytest.raises(InputError, match="delete it"):
+        fit(clip, arch, FitConfig(epochs=1, seed=3, device="cpu", checkpoint=str(tmp_path / "other.ncx")))
+
+
+def test_codec_checkpoint_parameter_resumes(tmp_path):
+    clip = _clip(4, 16, 16)
+    ckpt = tmp_path / "enc.ckpt"
+    first = HNeRVCodec().encode(clip, **FAST, checkpoint=str(ckpt))
+    assert weights.load(ckpt, kind=CHECKPOINT_KIND).config["phase"] == "done"
+    assert HNeRVCodec().encode(clip, **FAST, checkpoint=str(ckpt)) == first == HNeRVCodec().encode(clip, **FAST)
 
 
 # --------------------------------------------------------------------------------------- the CLI
@@ -269,7 +445,7 @@ def test_cli_encode_decode_with_quality_and_frames(tmp_path):
                "-p", "epochs=2", "-p", "device=cpu", "-p", "fps=30"])
     assert rc == 0
     header = unpack(ncx_path.read_bytes()).header
-    assert header["fps"] == 30.0 and header["fit"]["bytes"] == ncx_path.stat().st_size
+    assert header["fps"] == 30.0 and "fit" not in header
     assert main(["decode", str(ncx_path), "-o", str(out), "--frames", "5:", "-q", "-p", "device=cpu"]) == 0
     tail = np.load(out)
     assert tail.shape == (3, 22, 30, 3) and tail.dtype == np.uint8
@@ -284,7 +460,49 @@ def test_reported_size_is_exact_for_many_clip_sizes():
     for t in (2, 3, 5):
         for h, w in ((8, 8), (9, 13)):
             clip = _clip(t, h, w, seed=t)
-            blob = HNeRVCodec().encode(clip, epochs=1, width0=4, device="cpu", prune=0.0)
-            fit_info = unpack(blob).header["fit"]
-            assert fit_info["bytes"] == len(blob)
-            assert fit_info["bpp"] == pytest.approx(len(blob) * 8 / (t * h * w), abs=1e-5)
+            enc = HNeRVCodec().encode_with_report(clip, epochs=1, width0=4, device="cpu", prune=0.0)
+            assert enc.report["bytes"] == len(enc.blob)
+            assert enc.report["bpp"] == pytest.approx(len(enc.blob) * 8 / (t * h * w), abs=1e-5)
+
+
+def _main(argv: list[str]) -> int:
+    """neurocodec.cli.main's exit status (argparse's --help exits through SystemExit(0))."""
+    from neurocodec.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_hnerv_help_and_subcommands(capsys):
+    assert _main(["hnerv", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "encode" in out
+    assert _main(["hnerv", "encode", "--help"]) == 0
+    assert "--stats" in capsys.readouterr().out
+    assert _main(["hnerv"]) == 2  # no subcommand: help on stderr, usage exit code
+
+
+def test_hnerv_encode_command_writes_file_and_report(tmp_path):
+    clip = _clip(4, 16, 16)
+    src, out, stats, ckpt = tmp_path / "c.npy", tmp_path / "c.ncx", tmp_path / "s.json", tmp_path / "c.ckpt"
+    np.save(src, clip)
+    rc = _main(["hnerv", "encode", str(src), "-o", str(out), "--codec", "nerv", "--stats", str(stats), "-q",
+                "-p", "epochs=2", "-p", "width0=8", "-p", "device=cpu", "-p", f"checkpoint={ckpt}"])
+    assert rc == 0
+    report = json.loads(stats.read_text())
+    assert report["bytes"] == out.stat().st_size and report["epochs"] == 2 and len(report["history"]) == 3
+    assert out.read_bytes() == NeRVCodec().encode(clip, epochs=2, width0=8, device="cpu")
+    assert weights.load(ckpt, kind=CHECKPOINT_KIND).config["phase"] == "done"
+    assert _main(["hnerv", "encode", str(src), "-o", str(out), "-q", "-p", "epochs=0"]) == 2
+    assert _main(["hnerv", "encode", str(src), "-o", str(src), "-q"]) == 2  # would overwrite its input
+
+
+def test_hnerv_encode_command_prints_a_summary(tmp_path, capsys):
+    src, out = tmp_path / "c.npy", tmp_path / "c.ncx"
+    np.save(src, _clip(3, 8, 8))
+    assert _main(["hnerv", "encode", str(src), "-o", str(out), "-p", "epochs=1", "-p", "width0=4",
+                  "-p", "device=cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"wrote {out}: {out.stat().st_size} bytes" in captured.err

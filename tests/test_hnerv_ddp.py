@@ -3,6 +3,7 @@
 Runs in ~15-20 s (two processes importing torch dominate)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,27 +11,31 @@ import sys
 import numpy as np
 
 import neurocodec
+from neurocodec import weights
+from neurocodec.codecs.hnerv.train import CHECKPOINT_KIND
 from neurocodec.container import unpack
 
 
 def test_torchrun_two_cpu_processes(tmp_path):
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (5, 16, 24, 3), dtype=np.uint8)  # 5 frames: shares of 3 and 2 (+1 wrapped)
-    src, out, ckpt = tmp_path / "clip.npy", tmp_path / "clip.ncx", tmp_path / "fit.ckpt"
+    src, out, ckpt, stats = tmp_path / "clip.npy", tmp_path / "clip.ncx", tmp_path / "fit.ckpt", tmp_path / "s.json"
     np.save(src, clip)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "neurocodec.codecs.hnerv.train", str(src), "-o", str(out), "--quiet",
-           "--param", "epochs=2", "--param", "width0=8", "--param", "device=cpu", "--param", f"checkpoint={ckpt}"]
+           "-m", "neurocodec.cli", "hnerv", "encode", str(src), "-o", str(out), "-q", "--stats", str(stats),
+           "-p", "epochs=2", "-p", "width0=8", "-p", "device=cpu", "-p", f"checkpoint={ckpt}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     blob = out.read_bytes()
-    header = unpack(blob).header
-    assert header["fit"]["epochs"] == 2 and header["fit"]["bytes"] == len(blob)
+    assert "fit" not in unpack(blob).header
+    report = json.loads(stats.read_text())
+    assert report["epochs"] == 2 and report["bytes"] == len(blob)
     dec = neurocodec.decode(blob, device="cpu")
     assert dec.shape == clip.shape and dec.dtype == np.uint8
-    assert ckpt.exists()  # rank 0 checkpointed
+    # rank 0 checkpointed, through the model-file layer
+    assert weights.load(ckpt, kind=CHECKPOINT_KIND).config["phase"] == "done"
 
-    # a bad parameter is reported once, with a usage exit code, by every rank
-    bad = subprocess.run(cmd[:-2] + ["--param", "epochs=0"], env=env, capture_output=True, text=True, timeout=120)
+    # a bad parameter is reported by every rank, with a usage exit code
+    bad = subprocess.run(cmd[:-2] + ["-p", "epochs=0"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "epochs" in bad.stderr

@@ -1,24 +1,31 @@
-"""Discrete key-value bottleneck (issue 6): keys, values, no forgetting, codec, save/load, errors."""
+"""Discrete key-value bottleneck (issues 6, 11): keys, values, no forgetting, codec, model files,
+digests, shared read-only copies, errors."""
 from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 import neurocodec
-from neurocodec import container
-from neurocodec.codecs.kvb import KVBottleneck, PCAEncoder, RandomReLUEncoder
+from neurocodec import container, weights
+from neurocodec.codecs.kvb import SHIPPED, ConvAEEncoder, KVBottleneck, PCAEncoder, RandomReLUEncoder
+from neurocodec.codecs.kvb import shipped as shipped_mod
 from neurocodec.codecs.kvb.baselines import LinearHead
-from neurocodec.codecs.kvb.codec import KVBCodec, KVBDecoded
+from neurocodec.codecs.kvb.codec import KVBCodec, KVBDecoded, resolve_model
 from neurocodec.codecs.kvb.data import digits_split
-from neurocodec.errors import CorruptStreamError, InputError, NeurocodecError, UsageError
+from neurocodec.errors import CorruptStreamError, InputError, NeurocodecError, UnsupportedVersionError, UsageError
 
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
 
 
 @pytest.fixture(scope="module")
 def digits():
-    torch.set_num_threads(1)
     return digits_split()
 
 
@@ -131,11 +138,11 @@ def test_key_masking_at_evaluation(trained, digits):
 # ----------------------------------------------------------------------------------- codec
 def test_codec_round_trip(trained, digits, tmp_path):
     _, (xte, _) = digits
-    path = trained.save(tmp_path / "m.kvb.npz")
+    path = trained.save(tmp_path / "m.ncx")
     blob = neurocodec.encode(xte[:50], codec="kvb", model=str(path))
     box = container.unpack(blob)
-    assert box.codec == "kvb" and box.header["shape"] == [50, 16]
-    assert box.header["bottleneck"] == trained.fingerprint()
+    assert box.codec == "kvb" and box.codec_version == 2 and box.header["shape"] == [50, 16]
+    assert box.header["bottleneck"] == trained.short_digest == weights.file_digest(path)[:16]
     assert box.header["fixed_bits_per_sample"] == pytest.approx(16 * 5)
     assert box.header["coded_bits_per_sample"] == pytest.approx(8 * len(box.sections["indices"]) / 50)
     out = neurocodec.decode(blob)
@@ -165,11 +172,11 @@ def test_codec_random_indices_round_trip_unmasked(trained):
 
 def test_codec_refuses_other_bottleneck(trained, digits, tmp_path):
     (xtr, ytr), (xte, _) = digits
-    a = trained.save(tmp_path / "a.kvb.npz")
+    a = trained.save(tmp_path / "a.ncx")
     blob = neurocodec.encode(xte[:10], codec="kvb", model=str(a))
     other = KVBottleneck.load(a)
     other.partial_fit(xtr[:50], ytr[:50], epochs=1)  # values changed: a different bottleneck
-    b = other.save(tmp_path / "b.kvb.npz")
+    b = other.save(tmp_path / "b.ncx")
     with pytest.raises(InputError, match="needs bottleneck"):
         KVBCodec().decode(blob, model=str(b))
     # the model named in the header has changed on disk since: also refused
@@ -197,9 +204,9 @@ def test_codec_corrupt_and_bad_params(trained, digits):
 # ------------------------------------------------------------------------------- save/load
 def test_save_load_round_trip(trained, digits, tmp_path):
     _, (xte, _) = digits
-    path = trained.save(tmp_path / "m.kvb.npz")
+    path = trained.save(tmp_path / "m.ncx")
     back = KVBottleneck.load(path)
-    assert back.fingerprint() == trained.fingerprint()
+    assert back.digest == trained.digest == weights.file_digest(path)
     assert torch.equal(back.keys, trained.keys) and torch.equal(back.values, trained.values)
     np.testing.assert_array_equal(back.predict(xte), trained.predict(xte))
     assert back.tasks_seen == 5 and back.classes_seen == list(range(10))
@@ -210,32 +217,218 @@ def test_save_load_other_encoders(digits, tmp_path):
     for enc in (RandomReLUEncoder(64, seed=3), "identity", "conv_ae"):
         kvb = small(enc, num_codebooks=8, num_keys=16).init_keys(xtr[:300], epochs=2)
         kvb.partial_fit(xtr[:100], ytr[:100], epochs=2)
-        back = KVBottleneck.load(kvb.save(tmp_path / "e.kvb.npz"))
-        assert back.fingerprint() == kvb.fingerprint()
+        back = KVBottleneck.load(kvb.save(tmp_path / "e.ncx"))
+        assert back.digest == kvb.digest
         np.testing.assert_array_equal(back.indices(xte[:40]).numpy(), kvb.indices(xte[:40]).numpy())
     chunk = small(PCAEncoder(16), num_codebooks=4, key_dim=None, splitter="chunk").init_keys(xtr, epochs=2)
     assert chunk.key_dim == 4
-    back = KVBottleneck.load(chunk.save(tmp_path / "c.kvb.npz"))
+    back = KVBottleneck.load(chunk.save(tmp_path / "c.ncx"))
     np.testing.assert_array_equal(back.indices(xte).numpy(), chunk.indices(xte).numpy())
     # custom encoders must be handed back at load time
     custom = small(lambda x: x.reshape(len(x), -1)[:, :32], num_codebooks=4).init_keys(xtr, epochs=1)
-    path = custom.save(tmp_path / "custom.kvb.npz")
+    path = custom.save(tmp_path / "custom.ncx")
     with pytest.raises(UsageError, match="custom encoder"):
         KVBottleneck.load(path)
-    assert KVBottleneck.load(path, encoder=lambda x: x.reshape(len(x), -1)[:, :32]).fingerprint() == custom.fingerprint()
+    assert KVBottleneck.load(path, encoder=lambda x: x.reshape(len(x), -1)[:, :32]).digest == custom.digest
+    with pytest.raises(UsageError, match="stores its own"):
+        KVBottleneck.load(tmp_path / "c.ncx", encoder="identity")  # a file with a built-in encoder
 
 
-def test_load_rejects_other_files(tmp_path):
-    p = tmp_path / "x.npz"
-    np.savez(p, a=np.zeros(3))
-    with pytest.raises(InputError):
-        KVBottleneck.load(p)
-    (tmp_path / "junk").write_bytes(b"not a zip")
-    with pytest.raises(InputError):
-        KVBottleneck.load(tmp_path / "junk")
-    with pytest.raises(InputError):
-        KVBottleneck.load(tmp_path / "missing")
+def test_load_rejects_other_files(trained, digits, tmp_path):
+    """Pickles, garbage, old .npz files, other kinds of model file and plain streams: InputError,
+    whether given to KVBottleneck.load or to the codec as model=."""
+    _, (xte, _) = digits
+    bad = {}
+    bad["pickle"] = tmp_path / "model.pkl"
+    bad["pickle"].write_bytes(pickle.dumps({"keys": np.zeros(3)}))
+    bad["junk"] = tmp_path / "junk"
+    bad["junk"].write_bytes(b"not a model file at all")
+    bad["empty"] = tmp_path / "empty.ncx"
+    bad["empty"].write_bytes(b"")
+    bad["npz"] = tmp_path / "old.kvb.npz"
+    np.savez(bad["npz"], keys=np.zeros(3))
+    bad["encoder"] = tmp_path / "conv_ae.ncx"  # a kvb-encoder file, not a bottleneck
+    shutil.copy(shipped_mod.shipped_path("conv_ae"), bad["encoder"])
+    bad["pc"] = tmp_path / "pc.ncx"
+    weights.save(bad["pc"], "pc", 1, {}, {"a": np.zeros(2)})
+    bad["stream"] = tmp_path / "stream.ncx"  # a kvb bitstream is not a model file
+    bad["stream"].write_bytes(KVBCodec().encode(xte[:3], model=trained))
+    good = trained.to_bytes()
+    bad["flipped"] = tmp_path / "flipped.ncx"
+    bad["flipped"].write_bytes(good[:-10] + bytes([good[-10] ^ 1]) + good[-9:])
+    bad["cut"] = tmp_path / "cut.ncx"
+    bad["cut"].write_bytes(good[: len(good) // 2])
+    cfg, arrays = trained.config(), trained.model_arrays()
+    bad["tables"] = tmp_path / "tables.ncx"
+    weights.save(bad["tables"], "kvb", 1, cfg, {**arrays, "freqs": arrays["freqs"] + 1})
+    bad["config"] = tmp_path / "config.ncx"
+    weights.save(bad["config"], "kvb", 1, {**cfg, "num_keys": -3}, arrays)
+    bad["missing"] = tmp_path / "missing.ncx"
+    weights.save(bad["missing"], "kvb", 1, cfg, {k: v for k, v in arrays.items() if k != "values"})
+    bad["no_encoder"] = tmp_path / "no_encoder.ncx"  # a PCA bottleneck without its PCA arrays
+    weights.save(bad["no_encoder"], "kvb", 1, cfg, {k: v for k, v in arrays.items() if not k.startswith("encoder/")})
+    bad["shape"] = tmp_path / "shape.ncx"
+    weights.save(bad["shape"], "kvb", 1, cfg, {**arrays, "keys": arrays["keys"][:, :3]})
+    for what, path in bad.items():
+        with pytest.raises(InputError):
+            KVBottleneck.load(path)
+        with pytest.raises(InputError):
+            KVBCodec().encode(xte[:2], model=str(path))
+    with pytest.raises(InputError, match="no longer read"):
+        KVBottleneck.load(bad["npz"])
+    newer = tmp_path / "newer.ncx"
+    weights.save(newer, "kvb", 99, cfg, arrays)
+    with pytest.raises(UnsupportedVersionError):
+        KVBottleneck.load(newer)
+    with pytest.raises(InputError, match="does not exist"):
+        KVBottleneck.load(tmp_path / "nowhere.ncx")
 
+
+# ------------------------------------------------------------------------ shipped models
+def test_shipped_files_are_pinned(digits):
+    folder = shipped_mod.WEIGHTS_DIR
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".npz", ".pt", ".ncpc", ".pkl")) == []
+    for name, digest in SHIPPED.items():
+        assert weights.file_digest(shipped_mod.shipped_path(name)) == digest
+    for name in ("digits", "mnist"):
+        kvb = KVBottleneck.shipped(name, device="cpu")
+        assert kvb.digest == SHIPPED[name] and kvb.short_digest == SHIPPED[name][:16]
+        assert weights.load(shipped_mod.shipped_path(name)).kind == "kvb"
+    assert ConvAEEncoder().source == SHIPPED["conv_ae"][:16]
+    assert weights.load(shipped_mod.shipped_path("conv_ae")).kind == "kvb-encoder"
+    _, (xte, _) = digits
+    box = container.unpack(neurocodec.encode(xte[:5], codec="kvb", model="digits"))
+    assert box.header["bottleneck"] == SHIPPED["digits"][:16] and box.header["model"] == "digits"
+    with pytest.raises(UsageError, match="built-in"):
+        KVBottleneck.shipped("conv_ae")
+
+
+def test_edited_shipped_file_is_refused(monkeypatch, tmp_path, digits):
+    _, (xte, _) = digits
+    for name in SHIPPED:
+        shutil.copy(shipped_mod.shipped_path(name), tmp_path / f"{name}.ncx")
+    # a valid model file with one value changed: its CRCs are fine, its digest is not
+    orig = weights.load(shipped_mod.shipped_path("digits"))
+    arrays = {k: np.array(v) for k, v in orig.arrays.items()}
+    arrays["values"][0, 0, 0] += 1.0
+    weights.save(tmp_path / "digits.ncx", "kvb", orig.version, orig.config, arrays)
+    ae = weights.load(shipped_mod.shipped_path("conv_ae"))
+    weights.save(tmp_path / "conv_ae.ncx", ae.kind, ae.version, ae.config,
+                 {k: np.array(v) * 2 for k, v in ae.arrays.items()})
+    data = (tmp_path / "mnist.ncx").read_bytes()  # and one with a flipped byte
+    (tmp_path / "mnist.ncx").write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    monkeypatch.setattr(shipped_mod, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(InputError, match="changed or replaced"):
+        KVBottleneck.shipped("digits")
+    with pytest.raises(InputError, match="changed or replaced"):
+        neurocodec.encode(xte[:3], codec="kvb", model="digits")
+    with pytest.raises(InputError, match="changed or replaced"):
+        ConvAEEncoder()
+    with pytest.raises(InputError):
+        KVBottleneck.shipped("mnist")
+
+
+# --------------------------------------------------------------------------- identity
+def test_saved_twice_same_digest(trained, tmp_path):
+    a, b = trained.save(tmp_path / "a.ncx"), trained.save(tmp_path / "b.ncx")
+    assert a.read_bytes() == b.read_bytes()
+    assert weights.file_digest(a) == weights.file_digest(b) == trained.digest
+    back = KVBottleneck.load(a)
+    assert back.save(tmp_path / "c.ncx").read_bytes() == a.read_bytes()
+    # the in-memory digest is computed from the bytes save() would write, not only after a save
+    fresh = KVBottleneck.load(a)
+    fresh._digest_cache = None
+    assert fresh.digest == trained.digest
+
+
+def test_digest_follows_training_and_edits(trained, digits, tmp_path):
+    (xtr, ytr), _ = digits
+    kvb = KVBottleneck.load(trained.save(tmp_path / "m.ncx"))
+    d0 = kvb.digest
+    assert kvb.digest == d0  # cached: the same answer, no re-hash needed
+    kvb.partial_fit(xtr[:40], ytr[:40], epochs=1)
+    d1 = kvb.digest
+    assert d1 != d0 and d1 == weights.file_digest(kvb.save(tmp_path / "m1.ncx"))
+    kvb.values[0, 0, 0] += 1.0  # a hand edit of a tensor is seen through its version counter
+    assert kvb.digest not in (d0, d1)
+    with pytest.raises(ValueError):
+        kvb.freqs[0, 0] = 7  # the tables are read-only
+    kvb.init_keys(xtr[:100], epochs=1)
+    assert kvb.digest == weights.file_digest(kvb.save(tmp_path / "m2.ncx"))
+
+
+def test_encode_decode_encode_gives_identical_bytes(trained, digits, tmp_path):
+    """Decoding in between changes nothing: no shared model is mutated, nothing is kept."""
+    _, (xte, _) = digits
+    path = str(trained.save(tmp_path / "m.ncx"))
+    for model in ("digits", path, trained):
+        first = KVBCodec().encode(xte[:40], model=model)
+        out = KVBCodec().decode(first, model=model)
+        out.values[:] = 0  # the caller owns what decode returns
+        again = neurocodec.encode(xte[:40], codec="kvb", model=model)
+        assert first == again
+        np.testing.assert_array_equal(KVBCodec().decode(again, model=model).indices, out.indices)
+    # the unmasked code too
+    assert KVBCodec().encode(xte, model="digits", mask=False) == KVBCodec().encode(xte, model="digits", mask=False)
+
+
+def test_codec_uses_a_shared_read_only_copy(digits):
+    (xtr, ytr), (xte, _) = digits
+    shared = resolve_model("digits", device="cpu")
+    assert resolve_model("digits", device="cpu") is shared  # built once per file digest and device
+    values = shared.values.clone()
+    with pytest.raises(UsageError, match="read-only"):
+        shared.partial_fit(xtr[:10], ytr[:10], epochs=1)
+    with pytest.raises(UsageError, match="read-only"):
+        shared.init_keys(xtr[:10])
+    mine = KVBottleneck.shipped("digits", device="cpu")  # a fresh copy of one's own
+    assert mine is not shared and mine.digest == shared.digest
+    blob = neurocodec.encode(xte[:20], codec="kvb", model="digits")
+    mine.partial_fit(xtr[:50], ytr[:50], epochs=2)
+    assert mine.digest != shared.digest
+    assert torch.equal(shared.values, values) and shared.digest == SHIPPED["digits"]
+    assert neurocodec.decode(blob).indices.shape == (20, 64)
+
+
+def test_no_global_rng_is_touched(digits):
+    (xtr, ytr), (xte, _) = digits
+    torch_state, np_state = torch.random.get_rng_state(), np.random.get_state()
+    kvb = small().init_keys(xtr[:300], epochs=2)
+    kvb.partial_fit(xtr[:100], ytr[:100], epochs=2)
+    small(RandomReLUEncoder(32)).init_keys(xtr[:100], epochs=1)
+    small("conv_ae", num_codebooks=8).init_keys(xtr[:100], epochs=1)
+    neurocodec.decode(neurocodec.encode(xte[:10], codec="kvb", model="digits"))
+    head = LinearHead(10, seed=1).init(kvb.features(xtr[:100]))
+    head.partial_fit(kvb.features(xtr[:100]), torch.from_numpy(ytr[:100]), epochs=1)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
+
+
+def test_decode_imports_no_training_code(trained, digits, tmp_path):
+    _, (xte, _) = digits
+    path = trained.save(tmp_path / "m.ncx")
+    (tmp_path / "a.ncx").write_bytes(neurocodec.encode(xte[:5], codec="kvb", model=str(path)))
+    (tmp_path / "b.ncx").write_bytes(neurocodec.encode(xte[:5], codec="kvb", model="digits"))
+    code = (
+        "import sys, neurocodec\n"
+        f"for f in ({str(tmp_path / 'a.ncx')!r}, {str(tmp_path / 'b.ncx')!r}):\n"
+        "    neurocodec.decode(open(f, 'rb').read())\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if m.startswith('neurocodec') and m.rsplit('.', 1)[-1].startswith('train'))\n"
+        "assert not bad, bad\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_version_1_streams_are_refused(trained, digits):
+    _, (xte, _) = digits
+    box = container.unpack(KVBCodec().encode(xte[:3], model=trained))
+    old = container.pack(container.Container(box.codec, 1, box.header, box.sections))
+    with pytest.raises(UnsupportedVersionError):
+        KVBCodec().decode(old, model=trained)
 
 # ---------------------------------------------------------------------------------- errors
 def test_bad_inputs(digits):
@@ -248,6 +441,11 @@ def test_bad_inputs(digits):
         KVBottleneck("pca", num_keys=0)
     with pytest.raises(UsageError):
         KVBottleneck(42)
+    with pytest.raises(UsageError, match="device"):
+        KVBottleneck("pca", device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA"):
+            KVBottleneck("pca", device="cuda")
     kvb = small()
     with pytest.raises(UsageError, match="init_keys"):
         kvb.predict(xtr[:3])

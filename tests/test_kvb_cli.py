@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from neurocodec import weights
 from neurocodec.cli import main
 from neurocodec.codecs.kvb import KVBottleneck
 from neurocodec.codecs.kvb.data import digits_split
@@ -25,7 +26,7 @@ def files(tmp_path_factory):
 
 def test_fit_learn_predict_encode_decode(files):
     d = files
-    model = d / "m.kvb.npz"
+    model = d / "m.ncx"
     common = ["--codebooks", "16", "--keys", "32", "--epochs", "40", "--device", "cpu"]
     assert main(["kvb", "fit", str(d / "a.npy"), "--labels", str(d / "a_y.npy"), "-o", str(model), "-q", *common]) == 0
     first = KVBottleneck.load(model)
@@ -38,6 +39,10 @@ def test_fit_learn_predict_encode_decode(files):
     assert main(["kvb", "predict", str(model), str(d / "test.npy"), "-o", str(pred), "-q", "--device", "cpu"]) == 0
     yte = np.load(d / "test_y.npy")
     assert (np.load(pred) == yte).mean() > 0.8
+    assert weights.load(model).kind == "kvb" and weights.file_digest(model) == kvb.digest
+    builtin = d / "pred_builtin.npy"  # a built-in name works as MODEL too
+    assert main(["kvb", "predict", "digits", str(d / "test.npy"), "-o", str(builtin), "-q", "--device", "cpu"]) == 0
+    assert (np.load(builtin) == yte).mean() > 0.9
     ncx = d / "test.ncx"
     assert main(["encode", str(d / "test.npy"), "--codec", "kvb", "-p", f"model={model}", "-o", str(ncx), "-q"]) == 0
     out = d / "dec.npz"
@@ -54,7 +59,7 @@ def test_image_folder_with_class_subfolders(files, tmp_path):
     for i in range(60):
         (tmp_path / "imgs" / str(ytr[i])).mkdir(parents=True, exist_ok=True)
         write_image(tmp_path / "imgs" / str(ytr[i]) / f"{i:03d}.png", (xtr[i] * 15).astype(np.uint8))
-    model = tmp_path / "f.kvb.npz"
+    model = tmp_path / "f.ncx"
     assert main(["kvb", "fit", str(tmp_path / "imgs"), "-o", str(model), "--codebooks", "8", "--keys", "16",
                  "--epochs", "5", "--encoder-dim", "8", "-q", "--device", "cpu"]) == 0
     assert KVBottleneck.load(model).input_shape == (8, 8)
@@ -63,8 +68,8 @@ def test_image_folder_with_class_subfolders(files, tmp_path):
 def test_cli_errors(files, tmp_path):
     d = files
     # labels of the wrong length, missing labels, unknown model: one-line errors with exit codes
-    assert main(["kvb", "fit", str(d / "a.npy"), "--labels", str(d / "b_y.txt"), "-o", str(tmp_path / "x.npz"), "-q"]) == 3
-    assert main(["kvb", "fit", str(d / "a.npy"), "-o", str(tmp_path / "x.npz"), "-q"]) == 2
-    assert main(["kvb", "learn", str(tmp_path / "missing.npz"), str(d / "a.npy"), "--labels", str(d / "a_y.npy"), "-q"]) == 3
+    assert main(["kvb", "fit", str(d / "a.npy"), "--labels", str(d / "b_y.txt"), "-o", str(tmp_path / "x.ncx"), "-q"]) == 3
+    assert main(["kvb", "fit", str(d / "a.npy"), "-o", str(tmp_path / "x.ncx"), "-q"]) == 2
+    assert main(["kvb", "learn", str(tmp_path / "missing.ncx"), str(d / "a.npy"), "--labels", str(d / "a_y.npy"), "-q"]) == 3
     assert main(["encode", str(d / "test.npy"), "--codec", "kvb", "-p", "model=nope", "-o", str(tmp_path / "t.ncx"), "-q"]) == 2
     assert main(["kvb", "-q"]) == 2

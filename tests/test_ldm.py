@@ -10,11 +10,13 @@ import torch
 
 import neurocodec
 from neurocodec import datasets, metrics
-from neurocodec.codecs.ldm import api, liif
-from neurocodec.codecs.ldm.autoencoder import CodecAE, LIIFUpsampler, to_unit
+from neurocodec import weights
+from neurocodec.codecs.ldm import api, liif, model
+from neurocodec.codecs.ldm.autoencoder import CodecAE, LIIFUpsampler, encode_tiled, to_unit
 from neurocodec.codecs.ldm.codec import LDMCodec
 from neurocodec.codecs.ldm.diffusion import UNet, alphas_cumprod, ddim_sample, diffusion_loss, split_prediction
-from neurocodec.codecs.ldm.train import WEIGHTS_DIR, resize, save_model
+from neurocodec.codecs.ldm.image import resize
+from neurocodec.codecs.ldm.model import SHIPPED, WEIGHTS_DIR
 from neurocodec.errors import CorruptStreamError, InputError, NeurocodecError, UsageError
 
 
@@ -30,11 +32,12 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A weights folder with tiny, randomly initialised models in the shipped format."""
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("ldm_tiny")
-    save_model(LIIFUpsampler(ch=8, blocks=1, hidden=16, depth=2), "sr", folder)
-    save_model(CodecAE(ch=8, latent=4, dec_blocks=1, hidden=16, depth=2), "ae", folder)
-    save_model(UNet(latent=4, ch=16), "diffusion", folder, sigma=1.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model.save(LIIFUpsampler(ch=8, blocks=1, hidden=16, depth=2), "sr", folder)
+        model.save(CodecAE(ch=8, latent=4, dec_blocks=1, hidden=16, depth=2), "ae", folder)
+        model.save(UNet(latent=4, ch=16), "unet", folder, sigma=1.0)
     return folder
 
 
@@ -132,7 +135,7 @@ def test_tiled_equals_untiled_codec_decoder_and_encoder():
     x = to_unit(_img(40, 54))
     with torch.no_grad():
         z_full = ae.encode(x)
-        z_strips = api.encode_tiled(ae, x, rows=3)
+        z_strips = encode_tiled(ae, x, rows=3)
         assert torch.allclose(z_full, z_strips, atol=1e-5)
     full = ae.render(z_full, 45, 61, (0.9, 0.95), tile=None)
     assert torch.allclose(ae.render(z_full, 45, 61, (0.9, 0.95), tile=8), full, atol=1e-5)
@@ -152,13 +155,11 @@ def test_latent_round_trip_exact(tiny):
 
 
 def test_tables_are_integer_and_reproducible(tiny):
-    from neurocodec.codecs.ldm.train import load_model
-
-    ae, blob = load_model(tiny / "ae.pt", "ae")
-    t = np.asarray(blob["tables"])
-    assert t.dtype.kind == "i" and t.shape == (4, 4, 2 * blob["table_radius"] + 1)
+    mf = model.load("ae", tiny)
+    t, radius = model.tables(mf), mf.config["table_radius"]
+    assert t.dtype.kind == "i" and t.shape == (4, 4, 2 * radius + 1) and not t.flags.writeable
     assert (t >= 1).all() and (t.sum(-1) == 1 << 16).all()
-    assert np.array_equal(ae.prior_tables(blob["table_radius"]), t)  # same integers from the stored weights
+    assert np.array_equal(model.instantiate(mf).prior_tables(radius), t)  # same integers from the stored weights
 
 
 def test_any_size_decode_shapes(tiny):
@@ -206,8 +207,11 @@ def test_codec_bad_input(tiny):
             codec.decompress(box.header, {k: v for k, v in box.sections.items() if k != f"ch{i}"})
     with pytest.raises(CorruptStreamError):
         codec.decompress({**box.header, "latent": [4, 99, 99]}, box.sections)
-    with pytest.raises(InputError):  # stream from other weights
-        codec.decompress({**box.header, "weights": "0" * 16}, box.sections)
+    with pytest.raises(InputError):  # stream from another model
+        codec.decompress({**box.header, "model": "0" * 16}, box.sections)
+    v1 = {k: v for k, v in box.header.items() if k != "model"}
+    with pytest.raises(InputError):  # a version-1 stream of an ae.pt that is not the shipped one
+        codec.decompress({**v1, "weights": box.header["model"]}, box.sections)
 
 
 # ----------------------------------------------------------------------------- upsample/generate
@@ -236,9 +240,9 @@ def test_v_prediction_liif_conditioned_weights_run_through_the_api(tiny, tmp_pat
     """Weights declare their parameterisation and condition; the api follows them."""
     import shutil
 
-    for f in ("sr.pt", "ae.pt"):
+    for f in ("sr.ncx", "ae.ncx"):
         shutil.copy(tiny / f, tmp_path / f)
-    save_model(UNet(latent=4, ch=16, prediction="v", schedule="cosine"), "diffusion", tmp_path, sigma=1.0,
+    model.save(UNet(latent=4, ch=16, prediction="v", schedule="cosine"), "unet", tmp_path, sigma=1.0,
                res_sigma=0.5, condition="liif")
     img = _img(9, 14)
     a = api.upsample(img, 2.5, method="diffusion", steps=2, seed=3, weights_dir=tmp_path)
@@ -340,10 +344,6 @@ def test_cli(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------ shipped models
-shipped = pytest.mark.skipif(not (WEIGHTS_DIR / "ae.pt").exists(), reason="shipped weights not trained yet")
-
-
-@shipped
 def test_shipped_codec_through_registry():
     img = datasets.load("chelsea")[100:164, 200:280]
     blob = neurocodec.encode(img, codec="ldm", quality=4)
@@ -353,7 +353,6 @@ def test_shipped_codec_through_registry():
     assert neurocodec.decode(blob, size=(160, 128)).shape == (128, 160, 3)
 
 
-@pytest.mark.skipif(not (WEIGHTS_DIR / "sr.pt").exists(), reason="shipped weights not trained yet")
 def test_shipped_liif_beats_bicubic():
     hr = datasets.load("astronaut")[64:256, 160:352]
     lr = resize(hr, 96, 96)
@@ -363,7 +362,6 @@ def test_shipped_liif_beats_bicubic():
     assert p(sr[2:-2, 2:-2], hr[2:-2, 2:-2]) > p(bic[2:-2, 2:-2], hr[2:-2, 2:-2]) + 0.2
 
 
-@shipped
 def test_main_cli_decode_any_size_and_upsample(tmp_path):
     from neurocodec.cli import main
     from neurocodec.io import read_image, write_image
@@ -386,25 +384,260 @@ def test_diffusion_training_smoke_liif_condition(tiny, tmp_path):
     the api reads back (the full recipe is weights/config.json)."""
     import json
 
-    from neurocodec.codecs.ldm.train import load_model, run
+    from neurocodec.codecs.ldm.train import run
 
     cfg = {"diffusion": {"seed": 0, "model": {"latent": 4, "ch": 16, "mult": [1, 2], "prediction": "v", "schedule": "cosine"},
-                         "ae": str(tiny / "ae.pt"), "sr": str(tiny / "sr.pt"), "condition": "liif",
+                         "ae": str(tiny / "ae.ncx"), "sr": str(tiny / "sr.ncx"), "condition": "liif",
                          "steps": 3, "align_steps": 2, "batch": 2, "patch": 16, "lr": 1e-3, "warmup": 2, "ema": 0.9,
                          "ratio_min": 2.0, "ratio_max": 4.0, "uncond_prob": 0.5, "queries": 32,
                          "align_weight": 0.1, "align_wmax": 5.0}}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert run("diffusion", tmp_path / "cfg.json", tmp_path / "out") == 0
-    unet, blob = load_model(tmp_path / "out" / "unet.pt", "diffusion")
-    assert blob["condition"] == "liif" and blob["step"] == 5 and unet.prediction == "v"
+    mf = model.load("unet", tmp_path / "out")
+    assert mf.config["condition"] == "liif" and mf.config["step"] == 5 and model.instantiate(mf).prediction == "v"
     assert "align" in (tmp_path / "out" / "train_diffusion.log").read_text()
     # a second recipe section continues from the first one's output (relative init inside --out)
-    cfg["finetune"] = {**cfg["diffusion"], "init": "unet.pt", "steps": 1, "align_steps": 0, "ema": 0.0}
+    cfg["finetune"] = {**cfg["diffusion"], "init": "unet.ncx", "steps": 1, "align_steps": 0, "ema": 0.0}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert run("diffusion", tmp_path / "cfg.json", tmp_path / "out", section="finetune") == 0
-    assert "initialised from unet.pt" in (tmp_path / "out" / "train_diffusion.log").read_text()
-    assert load_model(tmp_path / "out" / "unet.pt", "diffusion")[1]["step"] == 1
+    assert "initialised from unet.ncx" in (tmp_path / "out" / "train_diffusion.log").read_text()
+    assert model.load("unet", tmp_path / "out").config["step"] == 1
     cfg["diffusion"]["condition"] = "nearest"
     (tmp_path / "bad.json").write_text(json.dumps(cfg))
     with pytest.raises(UsageError):
         run("diffusion", tmp_path / "bad.json", tmp_path / "out2")
+
+
+# ------------------------------------------------------------------------------- model files
+def test_shipped_models_load_from_ncx_with_recorded_digests():
+    assert not list(WEIGHTS_DIR.glob("*.pt"))  # no pickles shipped
+    for name in ("sr", "ae", "unet"):
+        mf = model.load(name)
+        assert mf.kind == "ldm" and mf.version == model.FORMAT_VERSION and mf.config["network"] == name
+        assert mf.digest == SHIPPED[name] == weights.file_digest(WEIGHTS_DIR / f"{name}.ncx")
+        net = model.network(mf)
+        assert net is model.network(mf, "cpu")  # built once per (file, device), shared read-only
+        assert not any(p.requires_grad for p in net.parameters())
+    unet = model.load("unet").config  # the training parameterisation travels with the weights
+    assert (unet["args"]["prediction"], unet["args"]["schedule"], unet["condition"]) == ("v", "cosine", "liif")
+
+
+def test_edited_shipped_model_is_refused(tmp_path, monkeypatch):
+    mf = model.load("ae")
+    # a valid container with other bytes (an edited config): refused by the recorded digest
+    weights.save(tmp_path / "ae.ncx", mf.kind, mf.version, {**mf.config_dict(), "train": None}, dict(mf.arrays))
+    monkeypatch.setattr(model, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(InputError, match="changed or replaced"):
+        model.load("ae")
+    with pytest.raises(InputError):
+        LDMCodec().encode(_img(8, 8))
+    # the same file given as a user's model folder is used: its identity is its own digest
+    assert model.load("ae", tmp_path).digest != SHIPPED["ae"]
+    assert LDMCodec(tmp_path).decode(LDMCodec(tmp_path).encode(_img(8, 8))).shape == (8, 8, 3)
+    # a flipped byte: refused by the container's checksums
+    data = bytearray((WEIGHTS_DIR / "ae.ncx").read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "ae.ncx").write_bytes(bytes(data))
+    with pytest.raises(InputError):
+        model.load("ae")
+
+
+class _Payload:
+    """Unpickling this would create the marker file: what a malicious model file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("name", ["ae.ncx", "ae.pt"])
+def test_pickle_in_user_weights_dir_is_refused_never_executed(tiny, tmp_path, name):
+    import pickle
+    import shutil
+
+    marker = tmp_path / "executed"
+    payload = pickle.dumps(_Payload(marker))
+    probe = tmp_path / "probe"  # the payload is live: unpickling it does create its marker
+    pickle.loads(pickle.dumps(_Payload(probe)))
+    assert probe.exists()
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for f in ("sr.ncx", "unet.ncx"):
+        shutil.copy(tiny / f, folder / f)
+    (folder / name).write_bytes(payload)
+    codec = LDMCodec(folder)
+    with pytest.raises(InputError):
+        codec.encode(_img(8, 8))
+    with pytest.raises(InputError):
+        codec.decode(LDMCodec(tiny).encode(_img(8, 8)))
+    with pytest.raises(InputError):
+        api.upsample(_img(8, 8), 2.0, method="diffusion", steps=1, weights_dir=folder)
+    with pytest.raises(InputError):
+        api.generate(8, 8, steps=1, weights_dir=folder)
+    with pytest.raises(InputError):
+        model.load_file(folder / name, "ae")
+    assert not marker.exists()
+
+
+def test_model_file_checks(tiny, tmp_path):
+    with pytest.raises(InputError, match="'ae' network, not 'sr'"):
+        model.load_file(tiny / "ae.ncx", "sr")
+    with pytest.raises(InputError, match="missing"):
+        model.load("unet", tmp_path)
+    with pytest.raises(UsageError):
+        model.load("vae", tiny)
+    with pytest.raises(UsageError):
+        model.save(UNet(latent=4, ch=16), "unet", tmp_path)  # no latent scale
+    with pytest.raises(UsageError):
+        model.save(UNet(latent=4, ch=16), "ae", tmp_path)
+    mf = model.load("unet", tiny)
+    cfg = {**mf.config_dict(), "condition": "nearest"}
+    weights.save(tmp_path / "unet.ncx", mf.kind, mf.version, cfg, dict(mf.arrays))
+    with pytest.raises(InputError, match="condition"):
+        model.load("unet", tmp_path)
+    state = {k: v for k, v in mf.arrays.items() if not k.endswith("out.2.bias")}
+    weights.save(tmp_path / "unet.ncx", mf.kind, mf.version, mf.config_dict(), state)
+    with pytest.raises(InputError, match="does not fit"):
+        model.network(model.load("unet", tmp_path))
+    # saving does not change the model it saves (the ae's tables come from a rounded copy)
+    ae = CodecAE(ch=8, latent=4, dec_blocks=1, hidden=16, depth=2)
+    before = {k: v.clone() for k, v in ae.state_dict().items()}
+    model.save(ae, "ae", tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in ae.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------- no state
+def test_encode_decode_encode_identical_bytes(tiny):
+    img = _img(30, 42)
+    codec = LDMCodec(tiny)
+    first = codec.encode(img, quality=2)
+    assert codec.decode(first, scale=2.7).shape == (81, 113, 3)
+    assert codec.decode(first, size=(10, 7), device="cpu").shape == (7, 10, 3)
+    if torch.cuda.is_available():  # a decode elsewhere must not move the encoder
+        codec.decode(first, scale=1.5, device="cuda")
+    assert codec.encode(img, quality=2) == first
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert LDMCodec(tiny).encode(img, quality=2) == first
+    finally:
+        torch.set_num_threads(threads)
+    assert vars(codec) == {"weights_dir": tiny}  # nothing remembered between calls
+    enc = codec.encode_with_report(img, quality=2)
+    assert enc.blob == first and enc.report["model"] == model.load("ae", tiny).short_digest
+
+
+def test_shipped_codec_same_bytes_after_decodes():
+    img = datasets.load("chelsea")[100:140, 200:250]
+    codec = LDMCodec()
+    blob = codec.encode(img, quality=3)
+    codec.decode(blob, scale=3.1)
+    assert LDMCodec().encode(img, quality=3) == blob
+    assert neurocodec.container.unpack(blob).header["model"] == SHIPPED["ae"][:16]
+
+
+def test_version_1_stream_of_the_shipped_ae_pt_still_decodes():
+    """A v1 stream named its ae by the hash of ae.pt; ae.ncx holds the same parameters and tables
+    (the conversion checked this bit for bit), so such a stream decodes to the same pixels."""
+    img = datasets.load("chelsea")[100:132, 200:240]
+    codec = LDMCodec()
+    box = neurocodec.container.unpack(codec.encode(img, quality=1))
+    header = {k: v for k, v in box.header.items() if k != "model"}
+    header["weights"] = "ec146acf1bc8e343"  # sha256(ae.pt)[:16] of the shipped ae.pt
+    v1 = neurocodec.container.pack(neurocodec.container.Container("ldm", 1, header, box.sections))
+    assert np.array_equal(neurocodec.decode(v1), codec.decode(box))
+    assert LDMCodec.version == 2
+
+
+def test_no_global_rng_or_threads_touched(tiny, tmp_path):
+    import json
+
+    from neurocodec.codecs.ldm.train import run
+
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()[1].copy()
+    threads = torch.get_num_threads()
+    api.upsample(_img(9, 14), 2.0, method="diffusion", steps=2, seed=3, weights_dir=tiny)
+    api.generate(16, 12, seed=1, steps=2, weights_dir=tiny)
+    cfg = {"sr": {"seed": 0, "model": {"ch": 8, "blocks": 1, "hidden": 16, "depth": 2}, "steps": 2, "batch": 2,
+                  "patch": 8, "queries": 16, "lr": 1e-3, "scale_min": 1.0, "scale_max": 2.0}}
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert run("sr", tmp_path / "cfg.json", tmp_path / "out", threads=2) == 0
+    assert torch.equal(torch.get_rng_state(), torch_state) and np.array_equal(np.random.get_state()[1], np_state)
+    assert torch.get_num_threads() == threads
+
+
+def test_decoding_imports_no_training_code(tmp_path):
+    """A decode through the main CLI, in a fresh process, imports no ``train*`` module."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.ncx"
+    src.write_bytes(LDMCodec().encode(datasets.load("chelsea")[:24, :32], quality=1))
+    code = (
+        "import sys\n"
+        "from neurocodec.cli import main\n"
+        f"assert main(['decode', {str(src)!r}, '-o', {str(tmp_path / 'o.png')!r}, '--scale', '1.5', '-q']) == 0\n"
+        "bad = sorted(m for m in sys.modules\n"
+        "             if m.startswith('neurocodec') and m.rsplit('.', 1)[-1].startswith('train'))\n"
+        "assert 'neurocodec.codecs.ldm.codec' in sys.modules and not bad, bad\n"
+    )
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_cli_names_match_training():
+    from neurocodec.codecs.ldm import cli, train
+
+    parser = argparse.ArgumentParser()
+    cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ldm", "train", "--stage", "ae"])
+    assert args.config == model.DEFAULT_CONFIG and set(train.STAGES) == set(model.STAGE_NETWORKS)
+    for stage in train.STAGES:
+        assert parser.parse_args(["ldm", "train", "--stage", stage]).stage == stage
+
+
+# -------------------------------------------------------------------------------- checkpoints
+_TINY_STAGES = {
+    "sr": {"seed": 0, "model": {"ch": 8, "blocks": 1, "hidden": 16, "depth": 2}, "steps": 4, "batch": 2,
+           "patch": 8, "queries": 16, "lr": 1e-3, "scale_min": 1.0, "scale_max": 2.0},
+    "ae": {"seed": 1, "model": {"ch": 8, "latent": 4, "dec_blocks": 1, "hidden": 16, "depth": 2, "qualities": 4},
+           "steps": 4, "batch": 2, "patch": 16, "queries": 16, "lr": 1e-3, "native_prob": 0.5,
+           "lambdas": [0.01, 0.02, 0.04, 0.08]},
+    "diffusion": {"seed": 2, "model": {"latent": 4, "ch": 16, "mult": [1, 2], "prediction": "v", "schedule": "cosine"},
+                  "steps": 3, "align_steps": 1, "batch": 2, "patch": 16, "lr": 1e-3, "warmup": 1, "ema": 0.5,
+                  "ratio_min": 2.0, "ratio_max": 4.0, "uncond_prob": 0.5, "queries": 16, "align_weight": 0.1,
+                  "align_wmax": 5.0},
+}
+
+
+@pytest.mark.parametrize("stage", sorted(_TINY_STAGES))
+def test_checkpoint_resume_equals_uninterrupted_run(tiny, tmp_path, stage):
+    import json
+
+    from neurocodec.codecs.ldm.train import run
+
+    cfg = {**_TINY_STAGES[stage], "save_every": 2}
+    if stage == "diffusion":
+        cfg["ae"] = str(tiny / "ae.ncx")
+    network = model.STAGE_NETWORKS[stage]
+    (tmp_path / "a.json").write_text(json.dumps({stage: cfg}))
+    assert run(stage, tmp_path / "a.json", tmp_path / "a") == 0
+    ckpt = tmp_path / "a" / f"checkpoint_{stage}.ncx"
+    assert weights.load(ckpt).config["step"] == 2
+    with pytest.raises(InputError):  # a checkpoint is not a model
+        model.load_file(ckpt, network)
+    (tmp_path / "b.json").write_text(json.dumps({stage: {**cfg, "save_every": 0, "resume": str(ckpt)}}))
+    assert run(stage, tmp_path / "b.json", tmp_path / "b") == 0
+    assert "resumed from" in (tmp_path / "b" / f"train_{stage}.log").read_text()
+    a, b = model.load(network, tmp_path / "a"), model.load(network, tmp_path / "b")
+    assert a.arrays.keys() == b.arrays.keys()
+    assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)  # the same computation
+    if stage == "diffusion":
+        assert (a.config["sigma"], a.config["res_sigma"]) == (b.config["sigma"], b.config["res_sigma"])
+    other = "ae" if stage == "sr" else "sr"
+    (tmp_path / "c.json").write_text(json.dumps({other: {**_TINY_STAGES[other], "resume": str(ckpt)}}))
+    with pytest.raises(InputError, match="not a checkpoint"):  # another stage's checkpoint
+        run(other, tmp_path / "c.json", tmp_path / "c")

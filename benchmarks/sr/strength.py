@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import center, make_pair, scores  # noqa: E402
-
-from neurocodec import datasets  # noqa: E402
-from neurocodec.bench.results import default_results_dir, environment  # noqa: E402
-from neurocodec.codecs.ldm import api  # noqa: E402
-from neurocodec.codecs.ldm.train import resize  # noqa: E402
+from neurocodec import datasets
+from neurocodec.bench.results import default_results_dir, environment
+from neurocodec.bench.suites.sr import center, make_pair, scores
+from neurocodec.codecs.ldm import api
+from neurocodec.codecs.ldm.image import resize
 
 PHOTOS = ("rocket", "motorcycle_left", "camera")  # in the ldm training set, not held out
 STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)

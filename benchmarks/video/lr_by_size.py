@@ -1,23 +1,21 @@
 """Check of the learning-rate protocol at the larger carphone sizes: both codecs at several learning
 rates *at that size* and the full epoch count, instead of the one-size 20-epoch screen that
-``run.py`` uses. Answers whether the narrower HNeRV-NeRV gap at those sizes is a tuning artefact.
+``neurocodec bench video`` uses (``neurocodec.bench.suites.video``). Answers whether the narrower
+HNeRV-NeRV gap at those sizes is a tuning artefact.
 
 ``python benchmarks/video/lr_by_size.py [--bpp 0.16 0.25] [--epochs 40] [--quick]``
--> ``results/video/carphone/lr_by_size.json`` (points are shared with ``run.py``'s cache)
+-> ``results/video/carphone/lr_by_size.json`` (points are shared with the video suite's cache)
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import load_clip, lr_rows  # noqa: E402
-
-from neurocodec.bench.results import default_results_dir, environment  # noqa: E402
+from neurocodec.bench.results import default_results_dir, environment
+from neurocodec.bench.suites.video import load_clip, lr_rows
 
 LRS = (0.01, 0.015, 0.025, 0.04)
 
@@ -37,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     lrs = LRS[:2] if a.quick else LRS
     if a.quick:
         a.bpp, a.epochs = a.bpp[:1], 2
-    cache = Path(a.cache) / ("quick" if a.quick else "full") / "carphone"
+    cache = Path(a.cache).resolve() / ("quick" if a.quick else "full") / "carphone"  # workers run elsewhere
     cache.mkdir(parents=True, exist_ok=True)
     clip_path = cache / "clip.npy"
     if not clip_path.exists():

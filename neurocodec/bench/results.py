@@ -1,6 +1,9 @@
 """The one JSON schema every benchmark writes (CompressAI-like), and where it goes.
 
-``benchmarks/results/<suite>/<dataset>/<codec>.json``::
+``<results>/<suite>/<dataset>/<codec>.json``, where ``<results>`` is ``--out`` or
+:func:`default_results_dir`: ``benchmarks/results`` of a source checkout (quick runs:
+``benchmarks/results-quick``), else ``./neurocodec-results`` (quick: ``./neurocodec-results-quick``)
+in the current directory, so an installed wheel never writes into its own site-packages::
 
     {
       "name": "hnerv",                      # codec name as registered
@@ -29,26 +32,60 @@ SCHEMA_VERSION = 1
 _PACKAGES = ("neurocodec", "numpy", "torch", "numba", "constriction", "av", "pillow", "imagecodecs", "imageio-ffmpeg")
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+def source_checkout() -> Path | None:
+    """The root of the source checkout this ``neurocodec`` package was imported from, or None.
+
+    Why explicit: an installed wheel lives in site-packages, where "two folders up" is some
+    unrelated directory; only a folder holding this project's ``pyproject.toml`` *and* a
+    ``benchmarks/`` folder next to the package counts as a checkout (an editable install counts).
+    Looked up on each call, never at import.
+    """
+    package = Path(__file__).resolve().parent.parent  # .../neurocodec (bench/ is inside it)
+    root = package.parent
+    project = root / "pyproject.toml"
+    if not (project.is_file() and (root / "benchmarks").is_dir()):
+        return None
+    try:
+        text = project.read_text()
+    except OSError:
+        return None
+    return root if 'name = "neurocodec"' in text else None
 
 
 def default_results_dir(quick: bool = False) -> Path:
-    """``benchmarks/results`` (committed full runs) or, for quick runs, ``benchmarks/results-quick``
-    (git-ignored), so a CI-sized run never overwrites a committed result."""
-    return repo_root() / "benchmarks" / ("results-quick" if quick else "results")
+    """Where a suite writes when no ``--out`` is given.
+
+    In a source checkout: ``benchmarks/results`` (committed full runs) or, for quick runs,
+    ``benchmarks/results-quick`` (git-ignored), so a CI-sized run never overwrites a committed
+    result. Installed: ``neurocodec-results`` (quick: ``neurocodec-results-quick``) in the current
+    directory."""
+    root = source_checkout()
+    if root is not None:
+        return root / "benchmarks" / ("results-quick" if quick else "results")
+    return Path.cwd() / ("neurocodec-results-quick" if quick else "neurocodec-results")
 
 
 def _git_commit() -> str | None:
+    """HEAD of the checkout (``-dirty`` when tracked files changed); None when installed."""
+    root = source_checkout()
+    if root is None:
+        return None
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode:
         return None
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _command() -> str:
+    """The command line that made a result; ``python -m neurocodec.cli`` reads as ``neurocodec``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = "neurocodec" if argv0.name in ("cli.py", "__main__.py") and argv0.parent.name == "neurocodec" else argv0.name
+    return " ".join([name] + sys.argv[1:])
 
 
 def _cpu_name() -> str:
@@ -71,7 +108,7 @@ def environment() -> dict[str, Any]:
         "gpu": None,
         "packages": {},
         "git_commit": _git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "command": _command(),
     }
     for pkg in _PACKAGES:
         try:

@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..codec import Codec
-from ..errors import CorruptStreamError, InputError, MissingDependencyError, UsageError
+from ..errors import CorruptStreamError, ExternalToolError, InputError, MissingDependencyError
 from ..io import check_image, check_video
+from ..params import Param, declared
 
 
 # ---------------------------------------------------------------------------------- images
@@ -51,6 +52,9 @@ class _ImageCodec(Codec):
         sections = {str(i): self._encode_one(im, **params) for i, im in enumerate(images)}
         header = {"shape": list(np.shape(data)), "dtype": "uint8", "batch": batch}
         return header, sections
+
+    params: ClassVar[tuple[Param, ...]] = ()
+    options: ClassVar[tuple[Param, ...]] = ()
 
     def decompress(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
         shape = tuple(header.get("shape", ()))
@@ -92,6 +96,7 @@ class PNGCodec(_ImageCodec):
     name = "png"
     description = "PNG, lossless (Pillow, zlib level 9 with optimize)"
 
+    @declared()
     def compress(self, data: Any, *, progress: bool = False) -> tuple[dict, dict[str, bytes]]:
         return self._compress_images(data)
 
@@ -107,9 +112,13 @@ class WebPCodec(_ImageCodec):
     description = "WebP (libwebp via Pillow): lossless by default, lossy with quality=0..100"
     channels = (1, 3, 4)
 
-    def compress(self, data: Any, *, progress: bool = False, quality: int | None = None, method: int = 6) -> tuple[dict, dict[str, bytes]]:
-        if quality is not None and not 0 <= quality <= 100:
-            raise UsageError("webp quality must be 0..100")
+    params = (
+        Param("quality", "int", None, "lossy quality (higher is better); none = lossless", lo=0, hi=100, nullable=True),
+        Param("method", "int", 6, "encoder effort (6 = slowest, smallest)", lo=0, hi=6),
+    )
+
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, quality: int | None, method: int) -> tuple[dict, dict[str, bytes]]:
         header, sections = self._compress_images(data, quality=quality, method=method)
         header["lossless"] = quality is None
         return header, sections
@@ -145,9 +154,10 @@ class JPEGCodec(_ImageCodec):
     description = "JPEG (libjpeg via Pillow), 4:2:0, optimized Huffman tables, quality=1..100"
     channels = (1, 3)
 
-    def compress(self, data: Any, *, progress: bool = False, quality: int = 75) -> tuple[dict, dict[str, bytes]]:
-        if not 1 <= quality <= 100:
-            raise UsageError("jpeg quality must be 1..100")
+    params = (Param("quality", "int", 75, "quality (higher is better)", lo=1, hi=100),)
+
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, quality: int) -> tuple[dict, dict[str, bytes]]:
         return self._compress_images(data, quality=quality)
 
     def _encode_one(self, image: np.ndarray, quality: int) -> bytes:
@@ -161,12 +171,15 @@ class JPEGXLCodec(_ImageCodec):
     name = "jpegxl"
     description = "JPEG XL (libjxl via imagecodecs): lossless by default, lossy with distance>0 or quality"
 
-    def compress(self, data: Any, *, progress: bool = False, quality: float | None = None,
-                 effort: int = 7) -> tuple[dict, dict[str, bytes]]:
-        if quality is not None and not 0 <= quality <= 100:
-            raise UsageError("jpegxl quality must be 0..100")
-        if not 1 <= effort <= 9:
-            raise UsageError("jpegxl effort must be 1..9")
+    params = (
+        Param("quality", "float", None, "lossy quality (higher is better); none = lossless", lo=0, hi=100,
+              nullable=True),
+        Param("effort", "int", 7, "encoder effort (9 = slowest, smallest)", lo=1, hi=9),
+    )
+
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, quality: float | None,
+                 effort: int) -> tuple[dict, dict[str, bytes]]:
         return self._compress_images(data, quality=quality, effort=effort)
 
     def _encode_one(self, image: np.ndarray, quality: float | None, effort: int) -> bytes:
@@ -205,8 +218,21 @@ def _run_ffmpeg(args: list[str], stdin: bytes, what: str) -> bytes:
     proc = subprocess.run(cmd, input=stdin, capture_output=True)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise RuntimeError(f"ffmpeg {what} failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
+        raise ExternalToolError(f"ffmpeg {what} failed: {msg[-1] if msg else 'exit ' + str(proc.returncode)}")
     return proc.stdout
+
+
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                 "placebo")
+
+
+def _video_params(crf: int, crf_range: tuple[int, int], preset: str, presets: tuple[str, ...]) -> tuple[Param, ...]:
+    return (
+        Param("crf", "int", crf, "constant rate factor (lower = better quality, more bits)",
+              lo=crf_range[0], hi=crf_range[1]),
+        Param("preset", "str", preset, "speed preset (slower = smaller)", choices=presets),
+        Param("fps", "float", 25.0, "frame rate stored in the stream (the CLI takes the input's)", lo=0.001, hi=1000),
+    )
 
 
 class _FFmpegVideoCodec(Codec):
@@ -215,21 +241,16 @@ class _FFmpegVideoCodec(Codec):
     encoder: ClassVar[str]
     raw_format: ClassVar[str]
     min_size: ClassVar[int] = 2
-    default_crf: ClassVar[int]
-    default_preset: ClassVar[str]
-    crf_range: ClassVar[tuple[int, int]]
 
     def _extra_args(self, preset: str) -> list[str]:
         return ["-preset", str(preset)]
 
-    def compress(self, data: Any, *, progress: bool = False, crf: int | None = None, preset: str | int | None = None,
-                 fps: float = 25.0) -> tuple[dict, dict[str, bytes]]:
+    options: ClassVar[tuple[Param, ...]] = ()
+
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, crf: int, preset: str,
+                 fps: float) -> tuple[dict, dict[str, bytes]]:
         frames = check_video(data)
-        crf = self.default_crf if crf is None else int(crf)
-        preset = self.default_preset if preset is None else preset
-        lo, hi = self.crf_range
-        if not lo <= crf <= hi:
-            raise UsageError(f"{self.name} crf must be {lo}..{hi}")
         t, h, w, _ = frames.shape
         # 4:2:0 needs even sizes (and SVT-AV1 a minimum size): pad by edge replication, crop on decode
         ph = max(h + h % 2, self.min_size)
@@ -250,7 +271,7 @@ class _FFmpegVideoCodec(Codec):
         try:
             raw = _run_ffmpeg(["-f", self.raw_format, "-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
                               sections["bitstream"], f"{self.name} decode")
-        except RuntimeError as exc:
+        except ExternalToolError as exc:
             raise CorruptStreamError(str(exc)) from None
         expected = t * ph * pw * 3
         if len(raw) != expected:
@@ -263,7 +284,7 @@ class X264Codec(_FFmpegVideoCodec):
     description = "H.264/AVC (libx264), YUV 4:2:0, crf + preset"
     encoder = "libx264"
     raw_format = "h264"
-    default_crf, default_preset, crf_range = 23, "medium", (0, 51)
+    params = _video_params(23, (0, 51), "medium", _X26X_PRESETS)
 
 
 class X265Codec(_FFmpegVideoCodec):
@@ -271,7 +292,7 @@ class X265Codec(_FFmpegVideoCodec):
     description = "H.265/HEVC (libx265), YUV 4:2:0, crf + preset"
     encoder = "libx265"
     raw_format = "hevc"
-    default_crf, default_preset, crf_range = 28, "medium", (0, 51)
+    params = _video_params(28, (0, 51), "medium", _X26X_PRESETS)
 
     def _extra_args(self, preset: str) -> list[str]:
         return ["-preset", str(preset), "-x265-params", "log-level=error"]
@@ -283,4 +304,4 @@ class SVTAV1Codec(_FFmpegVideoCodec):
     encoder = "libsvtav1"
     raw_format = "obu"
     min_size = 64
-    default_crf, default_preset, crf_range = 35, "8", (1, 63)
+    params = _video_params(35, (1, 63), "8", tuple(str(p) for p in range(14)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import constriction
+from numba import njit
 
 from ..container import Reader, write_uvarint
 from ..errors import CorruptStreamError, UsageError
@@ -31,7 +32,7 @@ _COUNT_BITS = 14  # count tables are rescaled to this many bits before they are 
 
 
 def _words_to_bytes(words: np.ndarray) -> bytes:
-    return np.asarray(words, dtype=np.uint32).astype("<u4").tobytes()
+    return np.asarray(words, dtype=np.uint32).astype("<u4", copy=False).tobytes()
 
 
 def _bytes_to_words(data: bytes, what: str) -> np.ndarray:
@@ -40,22 +41,25 @@ def _bytes_to_words(data: bytes, what: str) -> np.ndarray:
     return np.frombuffer(data, dtype="<u4").astype(np.uint32)
 
 
-def _guard(what: str):
+class _guard:
     """Turn any failure inside constriction (its panics derive from BaseException) into a
-    CorruptStreamError: a decoder fed damaged words must report, not crash."""
+    CorruptStreamError: a decoder fed damaged words must report, not crash. (A plain class, not
+    one built per call: pixel decoders enter it once per pixel.)"""
 
-    class _Guard:
-        def __enter__(self):
-            return self
+    __slots__ = ("what",)
 
-        def __exit__(self, exc_type, exc, tb):
-            if exc is None or isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-                return False
-            if isinstance(exc, CorruptStreamError):
-                return False
-            raise CorruptStreamError(f"{what}: entropy decoding failed ({type(exc).__name__}: {exc})") from None
+    def __init__(self, what: str) -> None:
+        self.what = what
 
-    return _Guard()
+    def __enter__(self) -> "_guard":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            return False
+        if isinstance(exc, CorruptStreamError):
+            return False
+        raise CorruptStreamError(f"{self.what}: entropy decoding failed ({type(exc).__name__}: {exc})") from None
 
 
 def _zigzag(v: int) -> int:
@@ -74,20 +78,62 @@ def _as_int_symbols(symbols: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------- (a) empirical categorical
-def empirical_table(symbols: np.ndarray) -> tuple[int, np.ndarray]:
-    """(offset, counts) for the i.i.d. model of ``symbols``: counts rescaled to at most 14 bits,
-    nonzero counts kept nonzero. This is exactly the table :func:`encode_symbols` stores."""
-    flat = _as_int_symbols(symbols)
-    lo, hi = int(flat.min()), int(flat.max())
+@njit(cache=True)
+def _min_max(flat: np.ndarray) -> tuple[int, int]:
+    lo = flat[0]
+    hi = flat[0]
+    for v in flat:  # branch-free so LLVM vectorises it
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return int(lo), int(hi)
+
+
+@njit(cache=True)
+def _shift_and_count(flat: np.ndarray, lo: int, shifted: np.ndarray, counts: np.ndarray) -> None:
+    # hi - lo < 2**20 was checked, so every x - lo (computed in int64) fits int32
+    for i in range(flat.shape[0]):
+        s = np.int64(flat[i]) - lo
+        shifted[i] = s
+        counts[s] += 1
+
+
+def _shifted_counts(flat: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(offset, symbols - offset as int32, raw counts), shared by :func:`empirical_table` and
+    :func:`encode_symbols`. Why Numba: numpy needs four passes (min, max, subtract-and-cast,
+    bincount) where two fused ones do; that overhead was a third of the coding time."""
+    if flat.dtype.kind == "u" and flat.dtype.itemsize == 8:
+        flat = flat.astype(np.int64)  # no uint64 symbol fits the alphabet anyway unless small
+    lo, hi = _min_max(flat)
     if hi - lo + 1 > MAX_ALPHABET:
         raise UsageError(f"symbol range {lo}..{hi} is wider than {MAX_ALPHABET}")
-    counts = np.bincount(flat - lo, minlength=hi - lo + 1).astype(np.int64)
+    shifted = np.empty(flat.size, dtype=np.int32)
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)
+    _shift_and_count(flat, lo, shifted, counts)
+    return lo, shifted, counts
+
+
+def _rescale(counts: np.ndarray) -> np.ndarray:
+    counts = counts.astype(np.int64, copy=False)
     top = counts.max()
     limit = (1 << _COUNT_BITS) - 1
     if top > limit:
         scaled = (counts * limit + top // 2) // top
         counts = np.where(counts > 0, np.maximum(scaled, 1), 0)
-    return lo, counts
+    return counts
+
+
+def empirical_table(symbols: np.ndarray) -> tuple[int, np.ndarray]:
+    """(offset, counts) for the i.i.d. model of ``symbols``: counts rescaled to at most 14 bits,
+    nonzero counts kept nonzero. This is exactly the table :func:`encode_symbols` stores."""
+    lo, _, counts = _shifted_counts(_flat_ints(symbols))
+    return lo, _rescale(counts)
+
+
+def _flat_ints(symbols: np.ndarray) -> np.ndarray:
+    arr = np.asarray(symbols)
+    if arr.dtype.kind not in "iub":
+        raise UsageError(f"symbols must be integers, got dtype {arr.dtype}")
+    return arr.reshape(-1) if arr.dtype.kind != "b" else arr.reshape(-1).astype(np.int8)
 
 
 def encode_symbols(symbols: np.ndarray) -> bytes:
@@ -96,19 +142,20 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
     Format: uvarint n; if n: zigzag uvarint offset, uvarint alphabet size, one uvarint count per
     symbol, then the range coder's words. The shape is the caller's to store.
     """
-    flat = _as_int_symbols(symbols)
+    flat = _flat_ints(symbols)
     out = bytearray(write_uvarint(flat.size))
     if flat.size == 0:
         return bytes(out)
-    lo, counts = empirical_table(flat)
+    lo, shifted, raw = _shifted_counts(flat)
+    counts = _rescale(raw)
     out += write_uvarint(_zigzag(lo)) + write_uvarint(counts.size)
     out += b"".join(write_uvarint(int(c)) for c in counts)
-    if counts.size > 1:
-        model = _model.Categorical(counts.astype(np.float64), perfect=False)
-        enc = _queue.RangeEncoder()
-        enc.encode((flat - lo).astype(np.int32), model)
-        out += _words_to_bytes(enc.get_compressed())
-    return bytes(out)
+    if counts.size == 1:
+        return bytes(out)
+    model = _model.Categorical(counts.astype(np.float64), perfect=False)
+    enc = _queue.RangeEncoder()
+    enc.encode(shifted, model)
+    return b"".join((out, _words_to_bytes(enc.get_compressed())))
 
 
 def decode_symbols(data: bytes, count: int | None = None, max_symbols: int | None = None) -> np.ndarray:
@@ -206,48 +253,91 @@ def decode_quantized(
 
 
 # ------------------------------------------------------------ (c) per-symbol frequency tables
-def _check_tables(freqs: np.ndarray, n: int) -> np.ndarray:
+def _tables(freqs: np.ndarray, n: int) -> np.ndarray:
+    """Float64 view of ``n`` frequency rows, copied only when it is not one already.
+
+    Why so little checking: constriction validates every row itself (NaN, negative or all-zero
+    rows raise ValueError, which :func:`_coding_errors` turns into a UsageError), and a pass over
+    ``n x alphabet`` values costs as much as coding. Integer tables must still be >= 1 everywhere
+    (what :func:`quantize_pmf` makes): a zero would be floored by constriction, not refused, so it
+    is checked while they are converted anyway. Callers on a hot path pass float64 tables."""
     freqs = np.asarray(freqs)
-    if freqs.ndim != 2 or freqs.shape[0] != n or freqs.dtype.kind not in "iu":
-        raise UsageError(f"freqs must be an integer array of shape ({n}, alphabet); got {freqs.shape} {freqs.dtype}")
-    if (freqs <= 0).any():
-        raise UsageError("every frequency must be >= 1 (use quantize_pmf)")
-    return freqs.astype(np.float64)
+    if freqs.ndim != 2 or freqs.shape[0] != n or freqs.dtype.kind not in "iuf":
+        raise UsageError(f"freqs must be a numeric array of shape ({n}, alphabet); got {freqs.shape} {freqs.dtype}")
+    if freqs.dtype.kind in "iu":
+        if freqs.size and freqs.min() <= 0:
+            raise UsageError("every frequency must be >= 1 (use quantize_pmf)")
+        return np.ascontiguousarray(freqs, dtype=np.float64)
+    return freqs if freqs.dtype == np.float64 and freqs.flags.c_contiguous else \
+        np.ascontiguousarray(freqs, dtype=np.float64)
+
+
+def _symbols32(symbols: np.ndarray) -> np.ndarray:
+    """Flat int32 symbols, without a copy when they already are. Wider integers are range-checked
+    before the cast (a silent wrap-around would code another symbol); int32 symbols outside their
+    table are refused by constriction itself."""
+    arr = np.asarray(symbols)
+    if arr.dtype == np.int32:
+        return arr.reshape(-1)
+    flat = _as_int_symbols(arr)
+    if flat.size and (flat.min() < 0 or flat.max() > np.iinfo(np.int32).max):
+        raise UsageError("symbol outside its table")
+    return flat.astype(np.int32)
+
+
+class _coding_errors:
+    """Turn constriction's refusals of caller input into UsageErrors. After one, the coder's state
+    is undefined: abandon it."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if isinstance(exc, KeyError):
+            raise UsageError("symbol outside its table (zero probability)") from None
+        if isinstance(exc, ValueError) and not isinstance(exc, UsageError):
+            raise UsageError(f"invalid frequency table ({str(exc).splitlines()[0]})") from None
+        return False
 
 
 class SequentialEncoder:
     """Streams symbols whose tables are known one step at a time (autoregressive models).
 
-    ``push(symbols, freqs)`` codes ``symbols[j]`` with integer table ``freqs[j]``; the decoder
-    must ``pull`` with the same tables in the same order.
+    ``push(symbols, freqs)`` codes ``symbols[j]`` with table ``freqs[j]`` (integer frequencies, or
+    float64 ones for speed: constriction normalises each row); the decoder must ``pull`` with the
+    same tables in the same order.
     """
 
     def __init__(self) -> None:
         self._enc = _queue.RangeEncoder()
+        self._model = _model.Categorical(perfect=False)
 
     def push(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
-        flat = _as_int_symbols(symbols)
+        flat = _symbols32(symbols)
         if flat.size == 0:
             return
-        tables = _check_tables(freqs, flat.size)
-        if flat.min() < 0 or flat.max() >= tables.shape[1]:
-            raise UsageError("symbol outside its table")
-        self._enc.encode(flat.astype(np.int32), _model.Categorical(perfect=False), tables)
+        tables = _tables(freqs, flat.size)
+        with _coding_errors():
+            self._enc.encode(flat, self._model, tables)
 
     def push_iid(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
-        """Code many symbols under one table (1-D integer frequencies)."""
-        flat = _as_int_symbols(symbols)
+        """Code many symbols under one table (1-D positive frequencies)."""
+        flat = _symbols32(symbols)
         if flat.size == 0:
             return
-        table = np.asarray(freqs)
-        if table.ndim != 1 or (table <= 0).any():
-            raise UsageError("freqs must be one row of positive integers")
-        if flat.min() < 0 or flat.max() >= table.size:
-            raise UsageError("symbol outside its table")
-        self._enc.encode(flat.astype(np.int32), _model.Categorical(table.astype(np.float64), perfect=False))
+        model = _iid_model(freqs)
+        with _coding_errors():
+            self._enc.encode(flat, model)
 
     def finish(self) -> bytes:
         return _words_to_bytes(self._enc.get_compressed())
+
+
+def _iid_model(freqs: np.ndarray):
+    table = np.asarray(freqs)
+    if table.ndim != 1 or table.dtype.kind not in "iuf" or table.size == 0 or (table <= 0).any():
+        raise UsageError("freqs must be one row of positive numbers")
+    return _model.Categorical(np.ascontiguousarray(table, dtype=np.float64), perfect=False)
 
 
 class SequentialDecoder:
@@ -255,23 +345,22 @@ class SequentialDecoder:
 
     def __init__(self, data: bytes) -> None:
         self._words = _bytes_to_words(data, "sequential stream")
+        self._model = _model.Categorical(perfect=False)
         with _guard("sequential stream"):
             self._dec = _queue.RangeDecoder(self._words)
 
     def pull(self, freqs: np.ndarray) -> np.ndarray:
         freqs = np.asarray(freqs)
-        tables = _check_tables(freqs, freqs.shape[0] if freqs.ndim == 2 else -1)
+        tables = _tables(freqs, freqs.shape[0] if freqs.ndim == 2 else -1)
         with _guard("sequential stream"):
-            return self._dec.decode(_model.Categorical(perfect=False), tables).astype(np.int64)
+            return self._dec.decode(self._model, tables).astype(np.int64)
 
     def pull_iid(self, freqs: np.ndarray, count: int) -> np.ndarray:
-        table = np.asarray(freqs)
-        if table.ndim != 1 or (table <= 0).any():
-            raise UsageError("freqs must be one row of positive integers")
+        model = _iid_model(freqs)
         if count == 0:
             return np.zeros(0, dtype=np.int64)
         with _guard("sequential stream"):
-            return self._dec.decode(_model.Categorical(table.astype(np.float64), perfect=False), count).astype(np.int64)
+            return self._dec.decode(model, count).astype(np.int64)
 
 
 def encode_with_tables(symbols: np.ndarray, freqs: np.ndarray) -> bytes:

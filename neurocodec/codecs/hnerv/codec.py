@@ -1,15 +1,19 @@
 """The ``hnerv`` and ``nerv`` codecs: a clip becomes a small network, the network becomes bits.
 
-Encode = plan the model size (rate control) -> fit (train.py) -> prune + fine-tune -> quantize the
-decoder (8 bits, per channel where channels are large enough, else per tensor; symmetric so pruned
+Encode = plan the model size (rate control) -> fit (:mod:`.train`, imported only by an encode:
+encoding is training here, decoding never is) -> prune + fine-tune -> quantize the decoder
+(8 bits, per channel where channels are large enough, else per tensor; symmetric so pruned
 weights stay exactly 0) and, for HNeRV, the embeddings (6 bits, affine per embedding channel) ->
 arithmetic-code weights and embeddings with two separate empirical tables
 (:func:`neurocodec.entropy.encode_symbols`; the paper used one Huffman table for everything).
 
-Bitstream (version 1), inside the ``.ncx`` container:
+Bitstream (version 2), inside the ``.ncx`` container:
 
-* header (JSON): ``shape``, ``dtype``, ``arch`` (everything needed to rebuild the decoder),
-  ``wbits``, ``ebits``, and ``fit`` (the encoder's report: bpp of the whole file, PSNR, epochs, ...).
+* header (JSON): ``shape``, ``dtype``, ``fps``, ``arch`` (everything needed to rebuild the decoder),
+  ``wbits``, ``ebits``. Version 1 also held ``fit``, the encoder's report (bpp, PSNR, epochs and
+  wall-clock seconds): it made two encodes of the same clip differ, so it now travels in the report
+  that :meth:`~neurocodec.codec.Codec.encode_with_report` returns, never in the file. Version 1
+  files decode unchanged (the decoder never read ``fit``).
 * section ``ws``: float16 scales of every decoder tensor, in ``state_dict`` order; which tensors
   are per channel follows from their shapes (:func:`neurocodec.quant.choose_axis`).
 * section ``w``: the quantized decoder tensors, concatenated in the same order, one symbol stream.
@@ -18,14 +22,17 @@ Bitstream (version 1), inside the ``.ncx`` container:
 
 Decoding rebuilds the decoder from the header alone and runs it in float32 (deterministic on
 CPU for a given batch size; the encoder measures its PSNR with exactly that computation).
+
+Reproducibility: the same clip, parameters and ``seed`` give the same bytes on the same device and
+torch thread count (training draws from its own seeded generators; nothing global is read or
+changed), except with ``time_budget``, where the number of epochs follows the machine's speed.
 """
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,8 +43,12 @@ from ...entropy import decode_symbols, encode_symbols
 from ...errors import CorruptStreamError, UsageError
 from ...io import check_video
 from ...quant import choose_axis, dequantize, quantize, scales_from_bytes, scales_to_bytes
-from .model import Arch, Budget, Decoder, choose_strides, decoder_params, embed_values, frame_times, model_values, solve_width
-from .train import FitConfig, embeddings, fit, resolve_device
+from ...runtime import resolve_device
+from .model import (Arch, Budget, build_decoder, choose_strides, decoder_params, decoder_tensors, embed_values,
+                    embeddings, frame_times, model_values, solve_width)
+
+if TYPE_CHECKING:  # the training code is imported by an encode only, never by decoding
+    from .train import FitResult
 
 #: ``quality`` presets: target bits per pixel of the whole file (the planner picks the model size)
 QUALITY_BPP: dict[int, float] = {1: 0.02, 2: 0.035, 3: 0.05, 4: 0.08, 5: 0.12, 6: 0.18, 7: 0.27, 8: 0.4}
@@ -129,9 +140,7 @@ class QuantizedModel:
         if not isinstance(batch, int) or batch < 1:
             raise UsageError(f"batch must be a positive integer, got {batch!r}")
         dev = resolve_device(device)
-        dec = Decoder(self.arch)
-        dec.load_state_dict({k: torch.from_numpy(v) for k, v in self.state.items()}, strict=True)
-        dec = dec.to(dev).eval()
+        dec = build_decoder(self.arch, self.state, dev)
         out = np.empty((b - a, self.arch.height, self.arch.width, 3), dtype=np.uint8)
         for i in range(a, b, batch):
             j = min(i + batch, b)
@@ -164,16 +173,13 @@ def _frame_range(frames: Any, total: int) -> tuple[int, int]:
     return a, b
 
 
-def _decoder_tensors(arch: Arch) -> list[tuple[str, tuple[int, ...]]]:
-    """Names and shapes of the transmitted tensors, in stream order (from the architecture alone)."""
-    return [(k, tuple(v.shape)) for k, v in Decoder(arch).state_dict().items()]
-
-
-def quantize_model(model: torch.nn.Module, arch: Arch, embed: np.ndarray | None, wbits: int, ebits: int):
-    """Quantize a fitted model: returns (QuantizedModel, sections)."""
+def quantize_model(model: torch.nn.Module, arch: Arch, embed: np.ndarray | None, wbits: int,
+                   ebits: int) -> tuple[QuantizedModel, dict[str, bytes]]:
+    """Quantize a fitted model (e.g. ``train.fit(...).model``) and its embeddings: returns the
+    model a decoder of the stream holds and the stream's sections."""
     sd = {k: v.detach().float().cpu().numpy() for k, v in model.decoder.state_dict().items()}
     syms, scales, state = [], [], {}
-    for name, shape in _decoder_tensors(arch):
+    for name, shape in decoder_tensors(arch):
         qt = quantize(sd[name], wbits, per_channel=choose_axis(shape), symmetric=True)
         syms.append(qt.q.reshape(-1))
         scales.append(qt.scale)
@@ -200,7 +206,7 @@ def read_model(header: Mapping[str, Any], sections: Mapping[str, bytes]) -> Quan
     for name in ("ws", "w") + (("es", "e") if arch.kind == "hnerv" else ()):
         if name not in sections:
             raise CorruptStreamError(f"stream has no '{name}' section")
-    tensors = _decoder_tensors(arch)
+    tensors = decoder_tensors(arch)
     counts = [shape[0] if choose_axis(shape) else 1 for _, shape in tensors]
     scales = scales_from_bytes(sections["ws"], counts, "weight scales")
     total = sum(math.prod(s) for _, s in tensors)
@@ -226,19 +232,23 @@ def read_model(header: Mapping[str, Any], sections: Mapping[str, bytes]) -> Quan
 
 
 # ---------------------------------------------------------------------------------- codecs
+def psnr_of(frames: np.ndarray, recon: np.ndarray) -> float:
+    """Mean over frames of the per-frame PSNR (8-bit RGB), what the encoder reports."""
+    err = np.mean((recon.astype(np.float64) - frames.astype(np.float64)) ** 2, axis=(1, 2, 3))
+    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(err, 1e-10))))
+
+
 class _NeuralVideoCodec(Codec):
     kind: ClassVar[str] = "video"
-    version: ClassVar[int] = 1
+    #: 2: the encoder's report left the header (reproducible files); 1 is still decoded
+    version: ClassVar[int] = 2
+    min_version: ClassVar[int] = 1
     model_kind: ClassVar[str]
 
-    def __init__(self) -> None:
-        #: the encoder's report and in-memory quantized model of the last ``compress`` call
-        self.last_report: dict | None = None
-        self.last_model: QuantizedModel | None = None
-        self.last_fit = None
-
     def _compress(self, data: Any, progress: bool, *, rate: dict, train: dict, arch_fields: dict,
-                  wbits: int, ebits: int, fps: float) -> tuple[dict, dict[str, bytes]]:
+                  wbits: int, ebits: int, fps: float) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
+        from .train import FitConfig, fit  # encoding is training; decoding never gets here
+
         frames = check_video(data)
         if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
             raise UsageError(f"fps must be a number in (0, 1000], got {fps!r}")
@@ -249,40 +259,30 @@ class _NeuralVideoCodec(Codec):
         cfg = FitConfig(progress=progress, **train)
         t0 = time.monotonic()
         result = fit(frames, arch, cfg)
-        model = result.model.cpu().float()
+        model = result.model.cpu().float()  # this encode's own model: moving it touches nobody else's
         embed = embeddings(model, frames) if arch.kind == "hnerv" else None
         qmodel, sections = quantize_model(model, arch, embed, wbits, ebits)
         recon = qmodel.render(batch=8, device="cpu")  # exactly what decode(device="cpu") returns
-        err = np.mean((recon.astype(np.float64) - frames.astype(np.float64)) ** 2, axis=(1, 2, 3))
-        psnr = float(np.mean(10 * np.log10(255.0**2 / np.maximum(err, 1e-10))))
-        pixels = frames.shape[0] * frames.shape[1] * frames.shape[2]
-        report = {
-            "bpp": 0.0, "bytes": 0, "psnr": round(psnr, 4), "psnr_float": round(result.psnr_train, 4),
-            "params": decoder_params(arch), "embed_values": embed_values(arch), "model_values": model_values(arch),
-            "epochs": result.epochs, "finetune_epochs": result.finetune_epochs, "prune": cfg.prune,
-            "lr": result.lr, "seconds": round(time.monotonic() - t0, 2),
-            "sections": {k: len(v) for k, v in sections.items()},
-        }
         header = {"shape": list(frames.shape), "dtype": "uint8", "arch": arch.to_json(), "wbits": wbits, "ebits": ebits,
-                  "fps": float(fps), "fit": report}
-        # The header holds the file size, so iterate to a fixed point. The claim only grows; when the
-        # file comes out shorter than claimed (a float printed with fewer digits), spaces in a "pad"
-        # string make up the difference, so this always terminates with an exact size.
-        for _ in range(16):
-            size = len(ncx.pack(ncx.Container(self.name, self.version, header, sections)))
-            if report["bytes"] == size:
-                break
-            if size < report["bytes"]:
-                report["pad"] = report.get("pad", "") + " " * (report["bytes"] - size)
-            else:
-                report["bytes"], report["bpp"] = size, round(size * 8 / pixels, 6)
-        self.last_report, self.last_model, self.last_fit = report, qmodel, result
-        if progress:
-            print(f"{self.name}: {report['bytes']} bytes, {report['bpp']:.4f} bpp, PSNR {report['psnr']:.2f} dB after "
-                  f"quantization ({report['psnr_float']:.2f} dB before), {report['params']} parameters + "
-                  f"{report['embed_values']} embedding values, {result.epochs}+{result.finetune_epochs} epochs in "
-                  f"{report['seconds']:.0f} s", file=sys.stderr)
-        return header, sections
+                  "fps": float(fps)}
+        size = len(ncx.pack(ncx.Container(self.name, self.version, header, sections)))  # what encode() writes
+        # progress is the training's tqdm bar; the summary is the caller's to print, from the report
+        report = self._report(frames, recon, arch, result, cfg, sections, size, time.monotonic() - t0)
+        return header, sections, report
+
+    @staticmethod
+    def _report(frames: np.ndarray, recon: np.ndarray, arch: Arch, result: "FitResult", cfg: Any,
+                sections: Mapping[str, bytes], size: int, seconds: float) -> dict[str, Any]:
+        """What used to be the header's ``fit`` (same keys), plus the loss curve and fit time."""
+        pixels = frames.shape[0] * frames.shape[1] * frames.shape[2]
+        stats = result.stats()
+        return {
+            "bpp": round(size * 8 / pixels, 6), "bytes": size, "psnr": round(psnr_of(frames, recon), 4),
+            "psnr_float": stats["psnr_float"], "params": decoder_params(arch), "embed_values": embed_values(arch),
+            "model_values": model_values(arch), "epochs": stats["epochs"], "finetune_epochs": stats["finetune_epochs"],
+            "prune": cfg.prune, "lr": stats["lr"], "seconds": round(seconds, 2), "fit_seconds": stats["seconds"],
+            "sections": {k: len(v) for k, v in sections.items()}, "history": stats["history"],
+        }
 
     def decompress(self, header: dict, sections: Mapping[str, bytes], *, frames: tuple[int, int] | None = None,
                    batch: int = 8, device: str = "auto") -> np.ndarray:
@@ -312,9 +312,11 @@ class HNeRVCodec(_NeuralVideoCodec):
                  weight_bits: int = 8, embed_bits: int = 6, fps: float = 25.0,
                  strides: list[int] | None = None, width0: int | None = None, embed_ch: int | None = None,
                  enc_width: int = 32, ks_min: int = 1, ks_max: int = 5, reduce: float = 1.2,
-                 lower_width: int = 12) -> tuple[dict, dict[str, bytes]]:
+                 lower_width: int = 12) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
         """Fit HNeRV to a ``T,H,W,3`` uint8 clip. Rate: one of ``quality`` (1..8), ``target_bpp``,
-        ``target_bytes``, ``target_params`` (or an explicit ``width0``)."""
+        ``target_bytes``, ``target_params`` (or an explicit ``width0``). ``checkpoint``: a path
+        where training is checkpointed every epoch and resumed from. Returns the header, the
+        sections and the report (bytes, bpp, PSNR after quantization, epochs, lr, times, loss curve)."""
         return self._compress(
             data, progress,
             rate=dict(quality=quality, target_bpp=target_bpp, target_bytes=target_bytes, target_params=target_params,
@@ -342,8 +344,8 @@ class NeRVCodec(_NeuralVideoCodec):
                  weight_bits: int = 8, embed_bits: int = 6, fps: float = 25.0,
                  strides: list[int] | None = None, width0: int | None = None,
                  reduce: float = 2.0, lower_width: int = 12, pe_base: float = 1.25, pe_levels: int = 80,
-                 mlp_hidden: int | None = None) -> tuple[dict, dict[str, bytes]]:
-        """Fit NeRV to a ``T,H,W,3`` uint8 clip (same rate controls as ``hnerv``)."""
+                 mlp_hidden: int | None = None) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
+        """Fit NeRV to a ``T,H,W,3`` uint8 clip (same rate controls, checkpoint and report as ``hnerv``)."""
         fields: dict[str, Any] = dict(reduce=reduce, lower_width=lower_width, pe_base=pe_base, pe_levels=pe_levels)
         if mlp_hidden is not None:
             fields["mlp_hidden"] = mlp_hidden

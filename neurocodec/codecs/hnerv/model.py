@@ -12,12 +12,23 @@ with 3x3 kernels everywhere and widths halved per stage: most parameters sit in 
 
 :class:`Arch` holds everything needed to rebuild the decoder; it travels as JSON in the header.
 The encoder is not transmitted (only its output, the embeddings).
+
+No global RNG: a fresh :class:`Model` takes its initial weights from a ``torch.Generator`` it is
+given (the same values ``torch.manual_seed(seed)`` and PyTorch's default initialisation give, so
+seeds keep their meaning), and :func:`build_decoder` makes a decoder from transmitted tensors
+without drawing any random number. Both build the layers on the ``meta`` device first (no storage,
+no initialisation), then allocate them: that is how an ``nn.Module`` is made without touching
+torch's process-wide generator.
+
+This module is what decoding needs; it never imports the training code.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -136,6 +147,11 @@ def _combos(n: int) -> list[tuple[int, ...]]:
 
 
 # ------------------------------------------------------------------------------------ modules
+def pe_freqs(arch: Arch) -> torch.Tensor:
+    """NeRV's positional-encoding frequencies ``base^l * pi`` (computed in float64, kept in float32)."""
+    return ((arch.pe_base ** torch.arange(arch.pe_levels, dtype=torch.float64)) * math.pi).to(torch.float32)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over the channel axis of an N,C,H,W tensor."""
 
@@ -183,7 +199,10 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Stem -> [conv(k_i) -> PixelShuffle(s_i) -> GELU] per stride -> 3x3 head -> tanh/2 + 1/2."""
+    """Stem -> [conv(k_i) -> PixelShuffle(s_i) -> GELU] per stride -> 3x3 head -> tanh/2 + 1/2.
+
+    Made by :class:`Model` (seeded weights) or :func:`build_decoder` (transmitted weights); built
+    directly, like any ``nn.Module``, it would draw its initial weights from torch's global RNG."""
 
     def __init__(self, arch: Arch) -> None:
         super().__init__()
@@ -200,8 +219,7 @@ class Decoder(nn.Module):
             for a, b in zip(dims, dims[1:]):
                 layers += [nn.Linear(a, b), nn.GELU()]
             self.stem = nn.Sequential(*layers)
-            freqs = (arch.pe_base ** torch.arange(arch.pe_levels, dtype=torch.float64)) * math.pi
-            self.register_buffer("freqs", freqs.to(torch.float32), persistent=False)
+            self.register_buffer("freqs", pe_freqs(arch), persistent=False)
         blocks = []
         for i, s in enumerate(arch.strides):
             k = arch.kernel(i)
@@ -210,6 +228,12 @@ class Decoder(nn.Module):
             ))
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Conv2d(widths[-1], 3, 3, padding=1)
+
+    def reset_buffers(self) -> None:
+        """Recompute the (untransmitted) buffers after the layers were allocated with ``to_empty``."""
+        if self.arch.kind == "nerv":
+            with torch.no_grad():
+                self.freqs.copy_(pe_freqs(self.arch))
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
         """HNeRV: ``z`` is N,embed_ch,h0,w0. NeRV: ``z`` is N normalised frame times in [0, 1]."""
@@ -227,14 +251,21 @@ class Decoder(nn.Module):
 
 
 class Model(nn.Module):
-    """Encoder (HNeRV only) + decoder; ``forward(frames or times) -> N,3,H,W in [0, 1]``."""
+    """Encoder (HNeRV only) + decoder; ``forward(frames or times) -> N,3,H,W in [0, 1]``.
 
-    def __init__(self, arch: Arch) -> None:
+    Initial weights come from ``generator`` (a fresh ``torch.Generator().manual_seed(0)`` when none
+    is given), never from torch's global generator; the model is built on the CPU."""
+
+    def __init__(self, arch: Arch, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
         arch.validate()
         self.arch = arch
-        self.encoder = Encoder(arch) if arch.kind == "hnerv" else None
-        self.decoder = Decoder(arch)
+        with torch.device("meta"):  # layers without storage: nothing is drawn from the global RNG
+            self.encoder = Encoder(arch) if arch.kind == "hnerv" else None
+            self.decoder = Decoder(arch)
+        self.to_empty(device="cpu")
+        self.decoder.reset_buffers()
+        init_parameters(self, torch.Generator().manual_seed(0) if generator is None else generator)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """N,3,H,W in [0,1] -> embeddings (edge-padded to a multiple of the total stride)."""
@@ -251,6 +282,61 @@ class Model(nn.Module):
 def frame_times(index: torch.Tensor, frames: int) -> torch.Tensor:
     """NeRV's input: frame index normalised to [0, 1]."""
     return index.to(torch.float32) / max(frames - 1, 1)
+
+
+# ------------------------------------------------------------------- building without the RNG
+@torch.no_grad()
+def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation of every layer, drawn from ``generator``.
+
+    The layers are visited in construction order and each draws what its ``reset_parameters``
+    would (Conv2d/Linear: Kaiming-uniform weight with a=sqrt(5), then a uniform bias in
+    +-1/sqrt(fan_in)), so a generator seeded with ``s`` gives the weights that
+    ``torch.manual_seed(s)`` followed by ``Model(arch)`` used to give."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            if m.bias is not None:
+                fan_in = m.weight[0].numel()
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        elif isinstance(m, nn.LayerNorm):
+            m.reset_parameters()  # ones and zeros: no random numbers
+        elif isinstance(m, ConvNeXtBlock):
+            m.gamma.fill_(1e-6)
+        elif any(True for _ in m.parameters(recurse=False)):  # a new layer type: say so, never leave garbage
+            raise TypeError(f"init_parameters does not know how to initialise {type(m).__name__}")
+
+
+def decoder_tensors(arch: Arch) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of the decoder's tensors in ``state_dict`` order (the stream order),
+    from the architecture alone (built on the meta device: no memory, no random numbers)."""
+    with torch.device("meta"):
+        dec = Decoder(arch)
+    return [(k, tuple(v.shape)) for k, v in dec.state_dict().items()]
+
+
+def build_decoder(arch: Arch, state: dict[str, Any], device: torch.device | str = "cpu") -> Decoder:
+    """A decoder on ``device`` holding ``state`` (numpy arrays or tensors by ``state_dict`` name),
+    in eval mode. Nothing is initialised at random first (the tensors overwrite every weight)."""
+    with torch.device("meta"):
+        dec = Decoder(arch)
+    dec = dec.to_empty(device=device)
+    dec.reset_buffers()
+    tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in state.items()}
+    dec.load_state_dict(tensors, strict=True)
+    return dec.eval()
+
+
+@torch.no_grad()
+def embeddings(model: Model, frames: np.ndarray, batch: int = 8) -> np.ndarray:
+    """HNeRV embeddings of every frame (float32, T,C,h0,w0), computed on the model's device."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, frames.shape[0], batch):
+        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).to(device).permute(0, 3, 1, 2).float() / 255.0
+        out.append(model.embed(x).float().cpu())
+    return torch.cat(out).numpy()
 
 
 # ---------------------------------------------------------------------------- size planning

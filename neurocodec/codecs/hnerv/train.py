@@ -1,5 +1,9 @@
 """Fitting an HNeRV / NeRV model to one clip, single process or under ``torchrun`` (DDP).
 
+Why a file of its own: encoding *is* training for these codecs, but decoding never is, so the
+training code lives here and only :mod:`.codec`'s encode imports it (lazily); decoding needs
+:mod:`.model` alone. This module imports the model, never the codec.
+
 Recipe (HNeRV's official code): Adam (0.9, 0.999), lr 1e-3, batch 2, per-iteration schedule with a
 linear warm-up from 0.1 x lr over the first 10 % of iterations then cosine to 0; L2 loss. Then
 global magnitude pruning (``prune``, 10 %) and a short fine-tune with the masks held (the paper's
@@ -8,40 +12,53 @@ step, missing from the official code). A non-finite loss, or an epoch whose loss
 learning without ever producing NaN), rolls the epoch back and halves the lr (HNeRV is known to
 diverge on some clips at 1e-3, and short CPU budgets want larger steps).
 
+The pieces, one concern each: :class:`Schedule` (epochs per phase, re-planned under a wall-clock
+budget), :class:`RollbackGuard` (divergence detection and roll-back), :func:`start_finetune` (the
+pruning phase), :func:`save_checkpoint` / :func:`load_checkpoint` (resumable training through
+:mod:`neurocodec.weights`, kind ``"hnerv-checkpoint"``), the DDP helpers, and :func:`fit`, which
+only strings them together.
+
+Randomness: the initial weights come from a ``torch.Generator`` seeded with ``seed`` and the batch
+order of epoch ``e`` is ``numpy.random.default_rng([seed, e])`` (offset for the fine-tune), so
+torch's and numpy's global generators are never touched, every rank agrees on the permutation
+without communicating, and a checkpoint needs no generator state: ``seed`` (in the recipe) and
+the epoch counter determine everything that is drawn after it.
+
 Distributed: under ``torchrun --nproc_per_node N`` every rank trains the same model on its share of
 the frames (DistributedDataParallel, gloo on CPU, nccl on CUDA); every rank takes the same number
 of steps per epoch (shares are padded by wrapping), and the time-budget decisions are made by rank 0
-and broadcast. Rank 0 writes checkpoints and the output file.
-
-Module entry point (works under torchrun)::
-
-    python -m neurocodec.codecs.hnerv.train IN.npy -o OUT.ncx [--codec hnerv|nerv] [--param k=v ...]
-    torchrun --nproc_per_node 2 -m neurocodec.codecs.hnerv.train IN.mp4 -o OUT.ncx --param epochs=50
+and broadcast. Rank 0 writes checkpoints. The process group is set up by the caller (the
+``neurocodec hnerv encode`` command, :mod:`.cli`); :func:`fit` only uses it when it exists.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ...errors import NeurocodecError, UsageError
+from ... import weights
+from ...errors import InputError, NeurocodecError, UsageError
 from ...quant import global_magnitude_masks
+from ...runtime import resolve_device
 from .model import Arch, Model, frame_times
-
 
 #: an epoch loss this many times the phase's best so far counts as divergence (about -1.8 dB)
 SPIKE = 1.5
+#: model-file kind and format version of a training checkpoint
+CHECKPOINT_KIND = "hnerv-checkpoint"
+CHECKPOINT_VERSION = 1
+#: the fine-tune's batch orders are drawn with epoch numbers offset by this (distinct from training's)
+_FINETUNE_EPOCH_OFFSET = 10_000
 
 
 @dataclass
@@ -69,36 +86,35 @@ class FitConfig:
             raise UsageError(f"prune must be in [0, 1), got {self.prune}")
         if self.finetune_epochs is not None and self.finetune_epochs < 0:
             raise UsageError("finetune_epochs must be >= 0")
+        if not isinstance(self.seed, int):
+            raise UsageError(f"seed must be an integer, got {self.seed!r}")
+
+    def recipe(self) -> dict[str, Any]:
+        """What a checkpoint must agree on to be resumed (the wall-clock budget may differ)."""
+        return {"epochs": self.epochs, "seed": self.seed, "lr": self.lr, "batch": self.batch, "warmup": self.warmup,
+                "prune": self.prune, "finetune_epochs": self.finetune_epochs}
 
 
 @dataclass
 class FitResult:
+    """The fitted model (in eval mode, on the training device) and how the fit went."""
+
     model: Model
     epochs: int  # training epochs run
     finetune_epochs: int
     seconds: float
     psnr_train: float  # float PSNR of the last epoch (before quantization)
-    lr: float  # the lr actually used (after NaN roll-backs)
-    history: list = field(default_factory=list)
+    lr: float  # the lr actually used (after roll-backs)
+    history: list = field(default_factory=list)  # [phase, epoch, mse, seconds] per accepted epoch
+
+    def stats(self) -> dict[str, Any]:
+        """The fit's statistics as JSON-able values (what an encode's report carries)."""
+        return {"epochs": self.epochs, "finetune_epochs": self.finetune_epochs, "lr": self.lr,
+                "seconds": round(self.seconds, 2), "psnr_float": round(self.psnr_train, 4),
+                "history": [list(h) for h in self.history]}
 
 
-# ------------------------------------------------------------------------------------- helpers
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UsageError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("device=cuda asked for but CUDA is not available")
-    return torch.device(device)
-
-
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
+# ------------------------------------------------------------------------------- schedule
 def lr_at(it: int, total: int, base: float, warmup: float) -> float:
     """Linear warm-up from 0.1 x lr over ``warmup`` of the iterations, then cosine to 0."""
     w = int(warmup * total)
@@ -108,7 +124,7 @@ def lr_at(it: int, total: int, base: float, warmup: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
 
-def _shares(n: int, epoch: int, seed: int, rank: int, world: int, batch: int) -> list[np.ndarray]:
+def epoch_batches(n: int, epoch: int, seed: int, rank: int, world: int, batch: int) -> list[np.ndarray]:
     """This rank's batches for one epoch: one seeded permutation shared by all ranks, split
     round-robin, padded by wrapping so every rank takes the same number of steps."""
     perm = np.random.default_rng([seed, epoch]).permutation(n)
@@ -119,15 +135,213 @@ def _shares(n: int, epoch: int, seed: int, rank: int, world: int, batch: int) ->
     return [mine[i : i + batch] for i in range(0, per, batch)]
 
 
+@dataclass
+class Schedule:
+    """Epochs per phase. Under a wall-clock budget the plan follows the measured epoch time:
+    after every training epoch, training + fine-tune are re-planned to fit the budget (the
+    fine-tune keeps about 1/11 of it), and the fine-tune stops once the budget is spent. The
+    decisions are rank 0's, broadcast so every rank takes the same number of epochs."""
+
+    train: int
+    finetune: int
+    finetune_default: int  # from the config: the most the fine-tune may get
+
+    @classmethod
+    def from_config(cls, cfg: FitConfig) -> "Schedule":
+        if cfg.finetune_epochs is not None:
+            ft = cfg.finetune_epochs
+        else:
+            ft = max(1, cfg.epochs // 10) if cfg.prune > 0 else 0
+        return cls(cfg.epochs, ft, ft)
+
+    def epochs(self, phase: str) -> int:
+        return self.train if phase == "train" else self.finetune
+
+    def total(self) -> int:
+        return self.train + self.finetune
+
+    def after_epoch(self, phase: str, done: int, train_epochs_run: int, elapsed: float, cfg: FitConfig,
+                    device: torch.device) -> None:
+        """Re-plan after an accepted epoch (``elapsed``: seconds since the fit began)."""
+        if cfg.time_budget is None:
+            return
+        if phase == "train":
+            per = elapsed / train_epochs_run
+            fits = int(cfg.time_budget / per)
+            ft_new = min(self.finetune_default, max(1, fits // 11)) if self.finetune_default else 0
+            self.train = int(_broadcast(float(max(done, min(cfg.epochs, fits - ft_new))), device))
+            self.finetune = int(_broadcast(float(ft_new), device))
+        elif _broadcast(float(elapsed > cfg.time_budget), device):
+            self.finetune = done
+
+
+# ---------------------------------------------------------------------------- the fit's state
+@dataclass
+class TrainState:
+    """Where a fit stands: what a checkpoint saves besides the weights and the optimizer."""
+
+    phase: str = "train"  # "train" -> "finetune" -> "done"
+    done: int = 0  # epochs accepted in this phase
+    lr_scale: float = 1.0  # halved by every roll-back
+    elapsed: float = 0.0  # wall-clock seconds before this process took over (resume)
+    history: list = field(default_factory=list)  # [phase, epoch, mse, seconds] per accepted epoch
+    masks: list[torch.Tensor] | None = None  # pruning keep-masks, held during the fine-tune
+
+    def best(self) -> float:
+        """The lowest epoch loss of the current phase so far (inf when none)."""
+        return min((h[2] for h in self.history if h[0] == self.phase), default=math.inf)
+
+    def train_epochs_run(self) -> int:
+        return sum(1 for h in self.history if h[0] == "train")
+
+    def last_epoch_in_phase(self) -> bool:
+        """Whether the last accepted epoch belongs to the current phase (a roll-back may undo it)."""
+        return bool(self.history) and self.history[-1][0] == self.phase
+
+    def forget_last_epoch(self) -> None:
+        self.history.pop()
+        self.done -= 1
+
+    def halve_lr(self) -> None:
+        """After a roll-back; gives up below 1/1000 of the configured rate."""
+        self.lr_scale *= 0.5
+        if self.lr_scale < 1e-3:
+            raise NeurocodecError("training diverged (non-finite or exploding loss) "
+                                  "even at 1/1000 of the learning rate")
+
+    def psnr_last(self) -> float:
+        """Float PSNR of the last accepted epoch (0 before the first)."""
+        return _psnr(self.history[-1][2]) if self.history else 0.0
+
+
+def _psnr(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+# ------------------------------------------------------------------------------- roll-back
+class RollbackGuard:
+    """Catches a diverging epoch and restores the weights and optimizer from before it.
+
+    It keeps the state after the last accepted epoch and the one before that: a blow-up may start
+    inside an epoch whose mean loss still looked fine (its final weights did not), so when the
+    previous accepted epoch belongs to the same phase it is undone too (once; the older snapshot
+    is then gone)."""
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.model, self.opt = model, opt
+        self.snapshot = self._take()
+        self.previous: tuple | None = None
+
+    def _take(self) -> tuple[dict, dict]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict())
+
+    @staticmethod
+    def diverged(mse: float, best: float) -> bool:
+        return not math.isfinite(mse) or mse > SPIKE * best
+
+    def accept(self) -> None:
+        """The epoch just run is kept: it becomes the state to roll back to."""
+        self.previous, self.snapshot = self.snapshot, self._take()
+
+    def roll_back(self, undo_previous: bool) -> bool:
+        """Restore the last snapshot, or the one before it when ``undo_previous`` and it exists;
+        returns whether the previous accepted epoch was undone (the caller forgets it)."""
+        undone = undo_previous and self.previous is not None
+        if undone:
+            self.snapshot, self.previous = self.previous, None
+        self.model.load_state_dict(self.snapshot[0])
+        self.opt.load_state_dict(self.snapshot[1])
+        return undone
+
+
+# --------------------------------------------------------------------------------- pruning
 def prunable(model: Model) -> list[tuple[str, torch.nn.Parameter]]:
     """Decoder weight matrices/kernels (biases and the untransmitted encoder are left alone)."""
     return [(n, p) for n, p in model.decoder.named_parameters() if p.ndim > 1]
 
 
-def _save(path: str, state: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def apply_masks(model: Model, masks: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for (_, p), m in zip(prunable(model), masks):
+            p.mul_(m)
+
+
+def start_finetune(model: Model, cfg: FitConfig, schedule: Schedule, device: torch.device) -> list[torch.Tensor] | None:
+    """End of training: prune the ``cfg.prune`` smallest decoder weights (one global threshold)
+    and return the keep-masks the fine-tune holds. Without pruning there is no fine-tune."""
+    if cfg.prune > 0 and schedule.finetune > 0:
+        keep = global_magnitude_masks([p.detach().cpu().numpy() for _, p in prunable(model)], cfg.prune)
+        masks = [torch.from_numpy(k).to(device) for k in keep]
+        apply_masks(model, masks)
+        return masks
+    schedule.finetune = 0
+    return None
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: Model, opt: torch.optim.Optimizer,
+                    state: TrainState, schedule: Schedule, elapsed: float) -> str:
+    """Write a resumable checkpoint (a ``model:hnerv-checkpoint`` model file, atomically);
+    returns its digest. Arrays: the model's and the optimizer's tensors and the pruning masks."""
+    tree, arrays = weights.flatten({"model": model.state_dict(), "opt": opt.state_dict(), "masks": state.masks})
+    config = {"arch": arch.to_json(), "recipe": cfg.recipe(), "phase": state.phase, "done": state.done,
+              "lr_scale": state.lr_scale, "elapsed": elapsed, "planned": schedule.train,
+              "ft_planned": schedule.finetune, "history": state.history, "tree": tree}
+    return weights.save(path, CHECKPOINT_KIND, CHECKPOINT_VERSION, config, arrays)
+
+
+def load_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: Model, opt: torch.optim.Optimizer,
+                    device: torch.device) -> tuple[TrainState, Schedule]:
+    """Load a checkpoint into ``model`` and ``opt``; refuse one made for another model or recipe."""
+    try:
+        data = Path(path).read_bytes()
+        # not weights.load: a checkpoint is read once and changes every epoch, nothing to cache
+        ckpt = weights.from_bytes(data, kind=CHECKPOINT_KIND, versions=(1, CHECKPOINT_VERSION),
+                                  what=f"checkpoint {path}")
+    except (OSError, InputError) as exc:
+        raise InputError(f"cannot use checkpoint {path} ({exc}); delete it to start over") from None
+    conf = ckpt.config_dict()
+    if conf.get("arch") != arch.to_json() or conf.get("recipe") != cfg.recipe():
+        raise UsageError(f"checkpoint {path} was made for another model or training recipe "
+                         f"({conf.get('recipe')}); delete it to start over")
+    try:
+        tree = weights.unflatten(conf["tree"], ckpt.arrays, as_tensors=True, int_keys=True)
+        masks = None if tree["masks"] is None else [m.to(device) for m in tree["masks"]]
+        state = TrainState(conf["phase"], int(conf["done"]), float(conf["lr_scale"]), float(conf["elapsed"]),
+                           list(conf["history"]), masks)
+        planned, ft_planned = int(conf["planned"]), int(conf["ft_planned"])
+        model_state, opt_state = tree["model"], tree["opt"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"checkpoint {path} is incomplete ({type(exc).__name__}: {exc}); "
+                         f"delete it to start over") from None
+    model.load_state_dict(model_state)
+    opt.load_state_dict(opt_state)
+    schedule = Schedule.from_config(cfg)
+    schedule.train, schedule.finetune = planned, ft_planned
+    return state, schedule
+
+
+# ------------------------------------------------------------------------------------- DDP
+def _dist() -> tuple[int, int]:
+    """(rank, world size) of the process group the caller set up, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rank_device(name: str, rank: int, world: int) -> torch.device:
+    device = resolve_device(name)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", rank % torch.cuda.device_count())  # one GPU per rank
+    return device
+
+
+def _wrap_ddp(model: Model, device: torch.device, world: int) -> torch.nn.Module:
+    if world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _broadcast(value: float, device: torch.device) -> float:
@@ -146,7 +360,67 @@ def _allreduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+# ------------------------------------------------------------------------------ progress
+class _Bar:
+    """A tqdm bar on stderr, or nothing (``enabled=False``)."""
+
+    def __init__(self, enabled: bool, total: int, initial: int, desc: str) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int, total: int, postfix: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix_str(postfix)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 # ----------------------------------------------------------------------------------------- fit
+def _train_epoch(net: torch.nn.Module, model: Model, opt: torch.optim.Optimizer, target: torch.Tensor,
+                 batches: list[np.ndarray], *, first_it: int, total_its: int, base_lr: float, warmup: float,
+                 masks: list[torch.Tensor] | None, device: torch.device) -> float:
+    """One epoch over ``batches``; returns the mean loss over every rank's samples."""
+    T, kind = target.shape[0], model.arch.kind
+    sq_sum, count = 0.0, 0
+    net.train()
+    for i, idx in enumerate(batches):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(first_it + i, total_its, base_lr, warmup)
+        sel = torch.from_numpy(idx).to(device)
+        y = target[sel].float().div_(255.0)
+        out = net(y if kind == "hnerv" else frame_times(sel, T))
+        loss = F.mse_loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if masks is not None:
+            apply_masks(model, masks)
+        sq_sum += float(loss.detach()) * len(idx)
+        count += len(idx)
+    sq_sum, n = _allreduce_sum([sq_sum, float(count)], device)
+    return sq_sum / n
+
+
+def _next_phase(state: TrainState, schedule: Schedule, model: Model, cfg: FitConfig, device: torch.device) -> bool:
+    """train -> finetune (pruning first) -> done, once a phase has run its epochs; True if it moved."""
+    if state.phase == "train" and state.done >= schedule.train:
+        state.phase, state.done = "finetune", 0
+        state.masks = start_finetune(model, cfg, schedule, device)
+        return True
+    if state.phase == "finetune" and state.done >= schedule.finetune:
+        state.phase = "done"
+        return True
+    return False
+
+
 def fit(
     frames: np.ndarray,
     arch: Arch,
@@ -156,237 +430,62 @@ def fit(
 ) -> FitResult:
     """Train ``arch`` on ``frames`` (T,H,W,3 uint8), prune + fine-tune, and return the model.
 
-    ``on_epoch(epoch, phase)`` is called after each epoch (tests use it to simulate interruption).
-    """
+    Same frames, arch and config (without ``time_budget``) => the same model, bit for bit, on one
+    device and thread count; the global RNGs are neither used nor changed. ``on_epoch(epoch,
+    phase)`` is called after each accepted epoch (tests use it to simulate interruption)."""
     cfg.validate()
     rank, world = _dist()
-    device = resolve_device(cfg.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", rank % torch.cuda.device_count())
-    torch.manual_seed(cfg.seed)
-    model = Model(arch).to(device)
+    device = _rank_device(cfg.device, rank, world)
+    model = Model(arch, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     T = frames.shape[0]
     # frames stay uint8 on the device (4x less memory); each batch is converted when it is used
     target = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    net: torch.nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    net = _wrap_ddp(model, device, world)
+    steps = len(epoch_batches(T, 0, cfg.seed, rank, world, cfg.batch))
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    steps = len(_shares(T, 0, cfg.seed, rank, world, cfg.batch))
-    planned = cfg.epochs
-    ft_planned = cfg.finetune_epochs if cfg.finetune_epochs is not None else (max(1, cfg.epochs // 10) if cfg.prune > 0 else 0)
-    ft_default = ft_planned
-    phase, done, lr_scale, elapsed, masks = "train", 0, 1.0, 0.0, None
-    history: list = []
-
-    # -- resume
+    state, schedule = TrainState(), Schedule.from_config(cfg)
     if cfg.checkpoint and os.path.exists(cfg.checkpoint):
-        try:
-            state = torch.load(cfg.checkpoint, map_location=device, weights_only=True)
-        except Exception as exc:  # unreadable or not ours
-            raise UsageError(f"cannot read checkpoint {cfg.checkpoint} ({type(exc).__name__}); delete it to start over") from None
-        if state.get("arch") != arch.to_json() or state.get("recipe") != _recipe(cfg):
-            raise UsageError(f"checkpoint {cfg.checkpoint} was made for another model or training recipe "
-                             f"({state.get('recipe')}); delete it to start over")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        phase, done, lr_scale, elapsed = state["phase"], state["done"], state["lr_scale"], state["elapsed"]
-        planned, ft_planned, history = state["planned"], state["ft_planned"], state["history"]
-        if state.get("masks") is not None:
-            masks = [m.to(device) for m in state["masks"]]
-    start = time.monotonic() - elapsed
+        state, schedule = load_checkpoint(cfg.checkpoint, arch, cfg, model, opt, device)
+    start = time.monotonic() - state.elapsed
 
     def checkpoint() -> None:
         if cfg.checkpoint and rank == 0:
-            _save(cfg.checkpoint, {
-                "arch": arch.to_json(), "recipe": _recipe(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
-                "phase": phase, "done": done, "lr_scale": lr_scale, "elapsed": time.monotonic() - start,
-                "planned": planned, "ft_planned": ft_planned, "history": history,
-                "masks": None if masks is None else [m.cpu() for m in masks],
-            })
+            save_checkpoint(cfg.checkpoint, arch, cfg, model, opt, state, schedule, time.monotonic() - start)
 
-    bar = None
-    if cfg.progress and rank == 0:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=planned + ft_planned, initial=done + (planned if phase != "train" else 0),
-                   desc=f"fit {arch.kind}", unit="epoch", file=sys.stderr, dynamic_ncols=True)
-    # PSNR of the last finished epoch (also right after resuming a finished checkpoint)
-    psnr_last = 10 * math.log10(1.0 / max(history[-1][2], 1e-12)) if history else 0.0
-    snapshot = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-    previous: tuple | None = None  # the state one accepted epoch before ``snapshot``
-
-    while phase != "done":
-        if phase == "train" and done >= planned:
-            phase, done = "finetune", 0
-            if cfg.prune > 0 and ft_planned > 0:
-                params = prunable(model)
-                keep = global_magnitude_masks([p.detach().cpu().numpy() for _, p in params], cfg.prune)
-                masks = [torch.from_numpy(k).to(device) for k in keep]
-                _apply_masks(model, masks)
-            else:
-                ft_planned = 0
+    bar = _Bar(cfg.progress and rank == 0, schedule.total(),
+               state.done + (schedule.train if state.phase != "train" else 0), f"fit {arch.kind}")
+    guard = RollbackGuard(model, opt)
+    psnr_last = state.psnr_last()  # also right after resuming a finished checkpoint
+    while state.phase != "done":
+        if _next_phase(state, schedule, model, cfg, device):
             checkpoint()
             continue
-        if phase == "finetune" and done >= ft_planned:
-            phase = "done"
-            checkpoint()
-            break
         t0 = time.monotonic()
-        sq_sum, count = 0.0, 0
-        net.train()
-        total = (planned if phase == "train" else ft_planned) * steps
-        base = cfg.lr * lr_scale * (1.0 if phase == "train" else 0.1)
-        for i, idx in enumerate(_shares(T, done + (0 if phase == "train" else 10_000), cfg.seed, rank, world, cfg.batch)):
-            it = done * steps + i
-            for g in opt.param_groups:
-                g["lr"] = lr_at(it, total, base, cfg.warmup if phase == "train" else 0.0)
-            sel = torch.from_numpy(idx).to(device)
-            y = target[sel].float().div_(255.0)
-            inp = y if arch.kind == "hnerv" else frame_times(sel, T)
-            out = net(inp)
-            loss = F.mse_loss(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if masks is not None:
-                _apply_masks(model, masks)
-            sq_sum += float(loss.detach()) * len(idx)
-            count += len(idx)
-        sq_sum, count = _allreduce_sum([sq_sum, float(count)], device)
-        mse = sq_sum / count
-        best = min((h[2] for h in history if h[0] == phase), default=math.inf)
-        if not math.isfinite(mse) or mse > SPIKE * best:
-            # roll back and halve the learning rate (all ranks see the same sum). The blow-up may have
-            # started inside the previous epoch (its mean loss looked fine, its final weights did
-            # not), so that epoch is undone too when it belongs to this phase.
-            if history and history[-1][0] == phase and previous is not None:
-                snapshot, previous = previous, None
-                history.pop()
-                done -= 1
-                if bar is not None:
-                    bar.update(-1)
-            model.load_state_dict(snapshot[0])
-            opt.load_state_dict(snapshot[1])
-            lr_scale *= 0.5
-            if lr_scale < 1e-3:
-                raise NeurocodecError("training diverged (non-finite or exploding loss) even at 1/1000 of the learning rate")
+        training = state.phase == "train"
+        offset = 0 if training else _FINETUNE_EPOCH_OFFSET
+        mse = _train_epoch(
+            net, model, opt, target, epoch_batches(T, state.done + offset, cfg.seed, rank, world, cfg.batch),
+            first_it=state.done * steps, total_its=schedule.epochs(state.phase) * steps,
+            base_lr=cfg.lr * state.lr_scale * (1.0 if training else 0.1), warmup=cfg.warmup if training else 0.0,
+            masks=state.masks, device=device)
+        if guard.diverged(mse, state.best()):
+            # every rank sees the same (all-reduced) loss, so every rank rolls back together
+            if guard.roll_back(undo_previous=state.last_epoch_in_phase()):
+                state.forget_last_epoch()
+                bar.update(-1, schedule.total())
+            state.halve_lr()
             continue
-        previous, snapshot = snapshot, (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
-        psnr_last = 10 * math.log10(1.0 / max(mse, 1e-12))
-        done += 1
-        history.append([phase, done, mse, time.monotonic() - t0])
-        if phase == "train" and cfg.time_budget is not None:
-            # re-plan from the measured epoch time so that training + fine-tune fit the budget
-            per = (time.monotonic() - start) / sum(1 for h in history if h[0] == "train")
-            fits = int(cfg.time_budget / per)
-            ft_new = min(ft_default, max(1, fits // 11)) if ft_default else 0
-            planned = int(_broadcast(float(max(done, min(cfg.epochs, fits - ft_new))), device))
-            ft_planned = int(_broadcast(float(ft_new), device))
-            if bar is not None:
-                bar.total = planned + ft_planned
-        if phase == "finetune" and cfg.time_budget is not None:
-            if _broadcast(float(time.monotonic() - start > cfg.time_budget), device):
-                ft_planned = done
+        guard.accept()
+        psnr_last = _psnr(mse)
+        state.done += 1
+        state.history.append([state.phase, state.done, mse, time.monotonic() - t0])
+        schedule.after_epoch(state.phase, state.done, state.train_epochs_run(), time.monotonic() - start, cfg, device)
         checkpoint()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"{phase} ep {done} loss {mse:.2e} psnr {psnr_last:.2f}")
+        bar.update(1, schedule.total(), f"{state.phase} ep {state.done} loss {mse:.2e} psnr {psnr_last:.2f}")
         if on_epoch is not None:
-            on_epoch(done, phase)
-    if bar is not None:
-        bar.close()
+            on_epoch(state.done, state.phase)
+    bar.close()
     model.eval()
-    train_epochs = planned
-    return FitResult(model, train_epochs, ft_planned, time.monotonic() - start, psnr_last, cfg.lr * lr_scale, history)
-
-
-def _recipe(cfg: FitConfig) -> dict:
-    """What a checkpoint must agree on to be resumed (the wall-clock budget may differ)."""
-    return {"epochs": cfg.epochs, "seed": cfg.seed, "lr": cfg.lr, "batch": cfg.batch, "warmup": cfg.warmup,
-            "prune": cfg.prune, "finetune_epochs": cfg.finetune_epochs}
-
-
-def _apply_masks(model: Model, masks: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for (_, p), m in zip(prunable(model), masks):
-            p.mul_(m)
-
-
-@torch.no_grad()
-def embeddings(model: Model, frames: np.ndarray, batch: int = 8) -> np.ndarray:
-    """HNeRV embeddings of every frame (float32, T,C,h0,w0), computed on the model's device."""
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, frames.shape[0], batch):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch])).to(device).permute(0, 3, 1, 2).float() / 255.0
-        out.append(model.embed(x).float().cpu())
-    return torch.cat(out).numpy()
-
-
-# --------------------------------------------------------------------------------- entry point
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Encode a clip into ``.ncx``; under torchrun every rank trains and rank 0 writes the file."""
-    ap = argparse.ArgumentParser(prog="python -m neurocodec.codecs.hnerv.train", description=__doc__.split("\n")[0])
-    ap.add_argument("input", help="video file or .npy array T,H,W,3 uint8")
-    ap.add_argument("-o", "--output", required=True, help="output .ncx")
-    ap.add_argument("--codec", default="hnerv", choices=["hnerv", "nerv"])
-    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="codec parameter (repeatable)")
-    ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--stats", help="write a JSON with the encoder's report (bpp, PSNR, times) here")
-    args = ap.parse_args(argv)
-
-    from ...io import read_any, write_bytes_atomic
-    from .codec import HNeRVCodec, NeRVCodec
-
-    params = {}
-    for item in args.param:
-        if "=" not in item:
-            raise UsageError(f"--param needs KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        params[k.strip()] = _parse_value(v.strip())
-    if "frames" in params and isinstance(params["frames"], list):
-        params["frames"] = tuple(params["frames"])
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and params.get("device", "auto") != "cpu" else "gloo"
-        dist.init_process_group(backend)
-    rank = _dist()[0]
-    try:
-        frames = read_any(args.input)
-        codec = HNeRVCodec() if args.codec == "hnerv" else NeRVCodec()
-        blob = codec.encode(frames, progress=not args.quiet and rank == 0, **params)
-        if rank == 0:
-            write_bytes_atomic(args.output, blob)
-            if args.stats:
-                from ...container import unpack
-
-                write_bytes_atomic(args.stats, json.dumps(unpack(blob).header.get("fit", {}), indent=2).encode())
-            if not args.quiet:
-                fit_info = codec.last_report or {}
-                print(f"wrote {args.output}: {len(blob)} bytes, {fit_info.get('bpp', float('nan')):.4f} bpp, "
-                      f"PSNR {fit_info.get('psnr', float('nan')):.2f} dB", file=sys.stderr)
-    except NeurocodecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        from ...errors import InputError
-
-        return 2 if isinstance(exc, UsageError) else 3 if isinstance(exc, InputError) else 1
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return FitResult(model, schedule.train, schedule.finetune, time.monotonic() - start, psnr_last,
+                     cfg.lr * state.lr_scale, state.history)

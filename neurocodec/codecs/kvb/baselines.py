@@ -4,8 +4,14 @@
 task after task on the same 10 outputs it is the "naive fine-tuning" baseline that forgets. Fed
 the concatenated selected keys of a bottleneck it is the "frozen VQ keys + learned linear
 decoder" baseline; fed the union of all tasks it is the i.i.d. reference.
+
+Its initial weights come from a local generator seeded with ``seed`` (the same draws torch's
+default ``nn.Linear`` initialisation makes after ``torch.manual_seed(seed)``), so the global RNG is
+never touched.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -25,8 +31,7 @@ class LinearHead:
     def init(self, unlabelled_features: torch.Tensor) -> "LinearHead":
         z = unlabelled_features.float()
         self.mean, self.std = z.mean(0), z.std(0).clamp_min(1e-6)
-        torch.manual_seed(self.seed)
-        self.layer = torch.nn.Linear(z.shape[1], self.num_classes).to(z.device)
+        self.layer = _linear(z.shape[1], self.num_classes, torch.Generator().manual_seed(self.seed)).to(z.device)
         return self
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
@@ -57,3 +62,12 @@ class LinearHead:
     @torch.no_grad()
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return self.layer(self._norm(z)).argmax(1)
+
+
+def _linear(fan_in: int, out: int, gen: torch.Generator) -> torch.nn.Linear:
+    """``nn.Linear(fan_in, out)`` with torch's default initialisation, drawn from ``gen``."""
+    layer = torch.nn.utils.skip_init(torch.nn.Linear, fan_in, out)  # allocates without drawing
+    torch.nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
+    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    torch.nn.init.uniform_(layer.bias, -bound, bound, generator=gen)
+    return layer

@@ -1,15 +1,18 @@
 """``neurocodec kvb ...``: fit a key-value bottleneck, learn further tasks, predict.
 
-* ``neurocodec kvb fit DATA --labels Y -o model.kvb.npz``: keys by EMA k-means on the
-  unlabelled images (``--unlabelled``, default DATA itself without its labels), then the first task.
-* ``neurocodec kvb learn model.kvb.npz DATA --labels Y``: one more task (in place, or ``-o``).
-* ``neurocodec kvb predict model.kvb.npz DATA [-o pred.npy] [--labels Y]``: class ids (+ accuracy).
+* ``neurocodec kvb fit DATA --labels Y -o model.ncx``: keys by EMA k-means on the unlabelled
+  images (``--unlabelled``, default DATA itself without its labels), then the first task.
+* ``neurocodec kvb learn model.ncx DATA --labels Y``: one more task (in place, or ``-o``).
+* ``neurocodec kvb predict model.ncx DATA [-o pred.npy] [--labels Y]``: class ids (+ accuracy);
+  MODEL may also be a built-in name (``digits``, ``mnist``).
 
 DATA is a ``.npy`` array (``N, ...``), or a folder of images. Labels come from ``--labels``
 (``.npy`` or a text file of integers, one per sample, in DATA order; for a folder, the sorted file
 order) or, for a folder without ``--labels``, from integer-named class subfolders
 (``DATA/3/*.png`` -> label 3). Encoding and decoding go through ``neurocodec encode --codec kvb
--p model=model.kvb.npz`` and ``neurocodec decode``.
+-p model=model.ncx`` and ``neurocodec decode``.
+
+Model files are ``model:kvb`` ``.ncx`` files (``model.py``); ``fit``/``learn`` print their digest.
 """
 from __future__ import annotations
 
@@ -85,8 +88,8 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .bottleneck import KVBottleneck
     from .encoders import make_encoder
+    from .model import KVBottleneck
 
     x, y = read_data(args.data, args.labels, need_labels=True)
     unl = read_data(args.unlabelled, None, need_labels=False)[0] if args.unlabelled else x
@@ -102,13 +105,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     kvb.init_keys(unl, epochs=args.init_epochs, progress=not args.quiet)
     kvb.partial_fit(x, y, epochs=args.epochs, progress=not args.quiet)
     kvb.save(args.output)
-    _say(args, f"{args.output}: {kvb!r}, train accuracy {kvb.score(x, y):.4f}, "
+    _say(args, f"{args.output}: {kvb!r}, digest {kvb.short_digest}, train accuracy {kvb.score(x, y):.4f}, "
                f"{kvb.fixed_bits:.0f} bits/sample fixed ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    from .bottleneck import KVBottleneck
+    from .model import KVBottleneck
 
     kvb = KVBottleneck.load(args.model, device=args.device)
     x, y = read_data(args.data, args.labels, need_labels=True)
@@ -116,7 +119,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     kvb.partial_fit(x, y, epochs=args.epochs, progress=not args.quiet)
     out = args.output or args.model
     kvb.save(out)
-    _say(args, f"{out}: {kvb!r}, accuracy on this task {kvb.score(x, y):.4f} ({time.perf_counter() - t0:.1f} s)")
+    _say(args, f"{out}: {kvb!r}, digest {kvb.short_digest}, accuracy on this task {kvb.score(x, y):.4f} "
+               f"({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -154,11 +158,11 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser | None = None)
         p.add_argument("data", help=".npy array (N, ...) or a folder of images (class subfolders 0/, 1/, ... "
                                     "give labels)")
         p.add_argument("--labels", help=".npy or text file of integer labels, one per sample")
-        p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: cuda when available)")
 
     p = sub.add_parser("fit", parents=parents, help="initialise keys on unlabelled data, then learn the first task")
     data_args(p)
-    p.add_argument("-o", "--output", required=True, help="bottleneck file to write (.kvb.npz)")
+    p.add_argument("-o", "--output", required=True, help="bottleneck model file to write (.ncx)")
     p.add_argument("--unlabelled", help="data for the key initialisation (default: DATA without labels)")
     p.add_argument("--encoder", default="pca", choices=["pca", "random_relu", "conv_ae", "identity"])
     p.add_argument("--encoder-dim", type=int, help="output size of pca / random_relu (default 32 / 256)")

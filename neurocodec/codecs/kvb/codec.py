@@ -1,20 +1,30 @@
 """``kvb`` codec: a batch of samples -> the C key indices each selects, entropy coded.
 
-Stream (``.ncx`` container, codec version 1):
+Stream (``.ncx`` container, codec version 2):
 
-* header: ``shape`` ``[N, C]`` and ``dtype`` of the decoded indices; ``bottleneck``: the
-  fingerprint of the bottleneck that made the stream (the decoder refuses any other);
-  ``model``: where that bottleneck came from (a built-in name or a path, as a hint);
-  ``num_keys``, ``masked``, ``precision``; and the rate: ``fixed_bits_per_sample``
-  (C * log2 K) and ``coded_bits_per_sample`` (the section below, in bits, per sample).
+* header: ``shape`` ``[N, C]`` and ``dtype`` of the decoded indices; ``bottleneck``: the short
+  digest (16 hex digits of the SHA-256 of the model file's bytes, :attr:`KVBottleneck.short_digest`)
+  of the bottleneck that made the stream: the decoder refuses any other; ``model``: where that
+  bottleneck came from (a built-in name or a path, as a hint); ``num_keys``, ``value_dim``,
+  ``masked``, ``precision``; and the rate: ``fixed_bits_per_sample`` (C * log2 K),
+  ``coded_bits_per_sample`` (the section below, in bits, per sample) and
+  ``model_bits_per_sample`` (its ideal size under the tables).
 * section ``indices``: range-coded indices, codebook after codebook, each codebook under its
-  own integer frequency table learned from the training codes (stored in the bottleneck file,
-  so it costs nothing per stream).
+  own integer frequency table learned from the training codes (stored in the model file, so it
+  costs nothing per stream).
+
+Version 2 changed what ``bottleneck`` means: version 1 recorded a 32-hex hash of the config and
+arrays of the old ``.kvb.npz`` files, which this code no longer reads, so version-1 streams are
+refused (``min_version = 2``).
+
+Stateless: built-in names and paths resolve to the cached read-only bottleneck of their model file
+(:func:`.model.shared`), which neither encode nor decode modifies; nothing is kept between calls.
 
 ``decode`` returns :class:`KVBDecoded` ``(indices, values, logits)``.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,9 +33,8 @@ import numpy as np
 
 from ...codec import Codec
 from ...errors import CorruptStreamError, InputError, UsageError
-from .encoders import WEIGHTS_DIR
-
-_BUILTIN_SUFFIX = ".kvb.npz"
+from .model import KIND, VERSIONS, KVBottleneck, read_model_file, shared
+from .shipped import MODELS, load_shipped
 
 
 class KVBDecoded(NamedTuple):
@@ -35,38 +44,39 @@ class KVBDecoded(NamedTuple):
 
 
 def builtin_models() -> list[str]:
-    """Names of the bottlenecks shipped in ``weights/`` (``<name>.kvb.npz``)."""
-    return sorted(p.name[: -len(_BUILTIN_SUFFIX)] for p in WEIGHTS_DIR.glob(f"*{_BUILTIN_SUFFIX}"))
+    """Names of the bottlenecks shipped in ``weights/`` (``<name>.ncx``, digests in ``shipped.SHIPPED``)."""
+    return sorted(MODELS)
 
 
-def resolve_model(model: Any, device: Any = None):
-    """A KVBottleneck from an instance, a built-in name or a file path."""
-    from .bottleneck import KVBottleneck
+def resolve_model(model: Any, device: Any = "auto") -> KVBottleneck:
+    """A bottleneck from an instance (returned as it is), a built-in name or a model file path.
 
+    Names and paths give the shared read-only copy (cached per file digest and device): use it to
+    code and predict; to train, take your own with :meth:`KVBottleneck.load` / ``.shipped``."""
     if isinstance(model, KVBottleneck):
         return model
-    if not isinstance(model, (str, Path)):
+    if not isinstance(model, (str, os.PathLike)):
         raise UsageError(
             f"model must be a built-in name, a bottleneck file path or a KVBottleneck, got {type(model).__name__}"
         )
     text = str(model)
-    builtin = WEIGHTS_DIR / f"{text}{_BUILTIN_SUFFIX}"
-    if "/" not in text and "\\" not in text and builtin.is_file():
-        return KVBottleneck.load(builtin, device=device)
+    if text in MODELS:
+        return shared(load_shipped(text, KIND, VERSIONS), device)
     path = Path(text)
     if not path.is_file():
-        known = ", ".join(builtin_models()) or "none"
-        raise UsageError(f"kvb model '{text}' is neither a built-in ({known}) nor a bottleneck file")
-    return KVBottleneck.load(path, device=device)
+        raise UsageError(f"kvb model '{text}' is neither a built-in ({', '.join(builtin_models())}) "
+                         "nor a bottleneck file")
+    return shared(read_model_file(path), device)
 
 
 def _model_label(model: Any) -> str | None:
-    return str(model) if isinstance(model, (str, Path)) else None
+    return str(model) if isinstance(model, (str, os.PathLike)) else None
 
 
 class KVBCodec(Codec):
     name = "kvb"
-    version = 1
+    version = 2
+    min_version = 2
     kind = "representation"
     description = "discrete key-value bottleneck: C entropy-coded key indices per sample"
 
@@ -87,7 +97,7 @@ class KVBCodec(Codec):
         header = {
             "shape": [int(n), kvb.num_codebooks],
             "dtype": "int64",
-            "bottleneck": kvb.fingerprint(),
+            "bottleneck": kvb.short_digest,
             "model": _model_label(model),
             "num_keys": kvb.num_keys,
             "value_dim": kvb.value_dim,
@@ -115,7 +125,7 @@ class KVBCodec(Codec):
                     "this kvb stream was made with an in-memory bottleneck: pass model= (its file or object)"
                 )
         kvb = resolve_model(model)
-        have = kvb.fingerprint()
+        have = kvb.short_digest
         if have != want:
             raise InputError(
                 f"kvb stream needs bottleneck {want}, but model '{_model_label(model) or 'given'}' is {have}: "

@@ -1,20 +1,27 @@
 """Frozen encoders for the key-value bottleneck.
 
 An encoder maps a batch ``x`` (float32 tensor ``N, ...``) to features ``N, D``. Anything callable
-works (a torch module, a function); the built-ins below need no download and can be saved inside a
-bottleneck file because each describes itself with :meth:`spec` and :meth:`arrays`:
+works (a torch module, a function); the built-ins below need no download and are stored inside a
+bottleneck's model file because each describes itself with :meth:`~BuiltinEncoder.spec` (JSON)
+and :meth:`~BuiltinEncoder.arrays` (numpy):
 
 * :class:`PCAEncoder`: principal components, fitted on the *unlabelled* key-initialisation data.
 * :class:`RandomReLUEncoder`: fixed random projection + ReLU (random features), from a seed.
 * :class:`ConvAEEncoder`: the latent of a small convolutional autoencoder pretrained on rendered
-  letters (no digits), shipped in ``weights/conv_ae.npz`` and trained by ``train_default.py``.
+  letters (no digits), shipped as ``weights/conv_ae.ncx`` (a ``model:kvb-encoder`` file, trained
+  by ``train_default.py``).
+
+Why a bottleneck file holds the conv encoder's weights itself (its encoder half, 94 kB) rather than
+naming the shipped file: then the bottleneck file alone is everything a decoder needs, and its
+digest, which every stream records, covers the encoder too. The shipped file stays the source that
+new bottlenecks copy from; its short digest is kept in the spec (``source``) as provenance.
 
 Built-ins are fitted at most once (by ``KVBottleneck.init_keys``) and are frozen afterwards.
+Building one never touches the global RNG (torch modules are made on the meta device and filled
+from the stored arrays).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -24,10 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from ... import weights as model_files
 from ...errors import InputError, UsageError
+from .shipped import load_shipped
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-CONV_AE_WEIGHTS = WEIGHTS_DIR / "conv_ae.npz"
+ENCODER_KIND = "kvb-encoder"  # model-file kind of a pretrained encoder (the conv autoencoder)
+ENCODER_FORMAT_VERSION = 1
 CONV_AE_SIZE = 28  # the autoencoder sees 28x28 grey images
 
 
@@ -117,9 +126,13 @@ class PCAEncoder(BuiltinEncoder):
             return {}
         return {"mean": self.mean.cpu().numpy(), "components": self.components.cpu().numpy()}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.mean = torch.from_numpy(np.asarray(arrays["mean"], np.float32).copy())
-        self.components = torch.from_numpy(np.asarray(arrays["components"], np.float32).copy())
+    def load_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        mean, comps = np.asarray(arrays["mean"]), np.asarray(arrays["components"])
+        if mean.ndim != 1 or comps.shape != (mean.shape[0], self.dim):
+            raise InputError(f"PCA arrays have shapes {mean.shape} and {comps.shape}, "
+                             f"expected (D,) and (D, {self.dim})")
+        self.mean = torch.from_numpy(np.array(mean, np.float32))
+        self.components = torch.from_numpy(np.array(comps, np.float32))
 
     def to(self, device: torch.device | str) -> "PCAEncoder":
         if self.fitted:
@@ -189,18 +202,24 @@ class RandomReLUEncoder(BuiltinEncoder):
         return torch.relu(flat @ self.weight + self.bias)
 
 
+def conv_ae_encoder(latent: int = 64, width: int = 32) -> nn.Sequential:
+    """The encoder half of :class:`ConvAE`: ``N,1,28,28`` -> ``N, latent``."""
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(1, w // 2, 3, stride=2, padding=1), nn.ReLU(),  # 14x14
+        nn.Conv2d(w // 2, w, 3, stride=2, padding=1), nn.ReLU(),  # 7x7
+        nn.Conv2d(w, w, 3, stride=2, padding=1), nn.ReLU(),  # 4x4
+        nn.Flatten(), nn.Linear(w * 16, latent),
+    )
+
+
 class ConvAE(nn.Module):
     """Small convolutional autoencoder for 28x28 grey images (latent ``latent`` values)."""
 
     def __init__(self, latent: int = 64, width: int = 32) -> None:
         super().__init__()
         w = width
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, w // 2, 3, stride=2, padding=1), nn.ReLU(),  # 14x14
-            nn.Conv2d(w // 2, w, 3, stride=2, padding=1), nn.ReLU(),  # 7x7
-            nn.Conv2d(w, w, 3, stride=2, padding=1), nn.ReLU(),  # 4x4
-            nn.Flatten(), nn.Linear(w * 16, latent),
-        )
+        self.encoder = conv_ae_encoder(latent, width)
         self.decoder = nn.Sequential(
             nn.Linear(latent, w * 16), nn.ReLU(), nn.Unflatten(1, (w, 4, 4)),
             nn.ConvTranspose2d(w, w, 3, stride=2, padding=1), nn.ReLU(),  # 7x7
@@ -225,35 +244,54 @@ def to_ae_input(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _state_to_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
 class ConvAEEncoder(BuiltinEncoder):
-    """Latent of the shipped conv autoencoder (pretrained on rendered letters, frozen)."""
+    """Latent of the shipped conv autoencoder (pretrained on rendered letters, frozen).
+
+    ``weights``: a ``model:kvb-encoder`` file; default the shipped ``weights/conv_ae.ncx``, which is
+    refused unless its digest is the one recorded in :data:`~.shipped.SHIPPED`."""
 
     kind = "conv_ae"
 
     def __init__(self, weights: str | Path | None = None) -> None:
-        path = Path(weights) if weights is not None else CONV_AE_WEIGHTS
-        if not path.exists():
-            raise UsageError(
-                f"conv autoencoder weights {path} are missing (run neurocodec/codecs/kvb/train_default.py)"
-            )
-        with np.load(path, allow_pickle=False) as z:
-            config = json.loads(str(z["config"]))
-            state = {k: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k != "config"}
-        self.config = config
-        self.model = ConvAE(latent=config["latent"], width=config["width"])
-        self.model.load_state_dict(state)
-        self.model.eval().requires_grad_(False)
-        h = hashlib.sha256()
-        for k in sorted(state):
-            h.update(k.encode() + state[k].numpy().tobytes())
-        self.weights_sha = h.hexdigest()[:16]
+        versions = (1, ENCODER_FORMAT_VERSION)
+        if weights is None:
+            mf = load_shipped("conv_ae", ENCODER_KIND, versions)
+        else:
+            mf = model_files.load(weights, kind=ENCODER_KIND, versions=versions)
+        if mf.config.get("arch") != "conv_ae":
+            raise InputError(f"kvb-encoder file {mf.short_digest} holds a '{mf.config.get('arch')}' encoder, "
+                             "not a conv autoencoder")
+        prefix = "encoder."
+        state = {k[len(prefix):]: v for k, v in mf.arrays.items() if k.startswith(prefix)}
+        self._setup(int(mf.config["latent"]), int(mf.config["width"]), state, mf.short_digest)
+
+    @classmethod
+    def from_arrays(cls, latent: int, width: int, arrays: Mapping[str, np.ndarray],
+                    source: str | None = None) -> "ConvAEEncoder":
+        """Rebuild from the encoder-half arrays a bottleneck file stores (see :meth:`arrays`)."""
+        obj = cls.__new__(cls)
+        obj._setup(int(latent), int(width), arrays, source)
+        return obj
+
+    def _setup(self, latent: int, width: int, arrays: Mapping[str, np.ndarray], source: str | None) -> None:
+        self.latent, self.width, self.source = latent, width, source
+        # the stored arrays (float16 as trained) are kept as they are, so a bottleneck saved on
+        # this encoder holds exactly the shipped values
+        self._arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        with torch.device("meta"):  # no initialisation, so the global RNG is not touched
+            module = conv_ae_encoder(latent, width)
+        module = module.to_empty(device="cpu")
+        try:
+            module.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in arrays.items()})
+        except RuntimeError as exc:
+            raise InputError(f"conv autoencoder arrays do not fit its architecture: {exc}".splitlines()[0]) from None
+        self.model = module.eval().requires_grad_(False)
 
     def spec(self) -> dict[str, Any]:
-        return {"type": self.kind, "weights_sha": self.weights_sha}
+        return {"type": self.kind, "latent": self.latent, "width": self.width, "source": self.source}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return dict(self._arrays)
 
     def to(self, device: torch.device | str) -> "ConvAEEncoder":
         self.model.to(device)
@@ -261,7 +299,7 @@ class ConvAEEncoder(BuiltinEncoder):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.model.encoder(to_ae_input(x))
+            return self.model(to_ae_input(x))
 
 
 _BUILTINS: Mapping[str, Callable[..., BuiltinEncoder]] = MappingProxyType({
@@ -286,24 +324,24 @@ def make_encoder(name: str, **options: Any) -> BuiltinEncoder:
         raise UsageError(f"bad options for encoder '{name}': {exc}") from None
 
 
-def from_spec(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> BuiltinEncoder:
+def from_spec(spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> BuiltinEncoder:
     """Rebuild a built-in encoder saved with :meth:`BuiltinEncoder.spec` / :meth:`arrays`."""
     kind = spec.get("type")
     if kind == "identity":
         return IdentityEncoder()
+    # a stored bottleneck has keys, so its encoder was fitted: an unfitted one is a damaged file
     if kind == "pca":
         enc = PCAEncoder(spec["dim"], spec.get("whiten", False))
-        if arrays:
-            enc.load_arrays(arrays)
+        if set(arrays) != {"mean", "components"}:
+            raise InputError("bottleneck file names a PCA encoder but does not hold its mean and components")
+        enc.load_arrays(arrays)
         return enc
     if kind == "random_relu":
-        return RandomReLUEncoder(spec["dim"], spec["seed"], spec.get("in_dim"))
+        if not isinstance(spec.get("in_dim"), int):
+            raise InputError("bottleneck file names a random-feature encoder without its input size")
+        return RandomReLUEncoder(spec["dim"], spec["seed"], spec["in_dim"])
     if kind == "conv_ae":
-        enc = ConvAEEncoder()
-        if spec.get("weights_sha") != enc.weights_sha:
-            raise InputError(
-                f"bottleneck was built on conv autoencoder weights {spec.get('weights_sha')}, "
-                f"but this package ships {enc.weights_sha}"
-            )
-        return enc
+        if not arrays:
+            raise InputError("bottleneck file names a conv_ae encoder but holds none of its arrays")
+        return ConvAEEncoder.from_arrays(spec["latent"], spec["width"], arrays, spec.get("source"))
     raise InputError(f"bottleneck file names an encoder this code cannot rebuild: {spec}")

@@ -1,16 +1,20 @@
 """Train the default weights shipped in ``weights/`` (fixed seeds; writes ``weights/train_default.log``).
 
-1. ``conv_ae.npz``: the conv autoencoder behind the ``conv_ae`` encoder. Its data are *letters*,
-   not digits, so the frozen encoder never saw an evaluation class: 28x28 glyphs rendered from the
-   DejaVu/STIX fonts that matplotlib ships (no download), with random size, rotation, shear,
-   stroke width and shift, then centred by centre of mass in a 20x20 box like MNIST. Letters that
-   look like digits (O, o, Q, D, I, l, i, j, J, S, s, Z, z, B, b, g, q, G) are left out.
-2. ``digits.kvb.npz`` and ``mnist.kvb.npz``: the built-in bottlenecks of the ``kvb`` codec, each
-   learned class-incrementally (5 tasks of 2 classes, 500 epochs each) on its training split
-   (sklearn digits: the split of ``benchmarks/kvb/run.py``; MNIST: ``datasets.mnist_5k_split()``),
-   keys initialised on the same training images without labels.
+1. ``conv_ae.ncx`` (a ``model:kvb-encoder`` file): the conv autoencoder behind the ``conv_ae``
+   encoder. Its data are *letters*, not digits, so the frozen encoder never saw an evaluation
+   class: 28x28 glyphs rendered from the DejaVu/STIX fonts that matplotlib ships (no download),
+   with random size, rotation, shear, stroke width and shift, then centred by centre of mass in a
+   20x20 box like MNIST. Letters that look like digits (O, o, Q, D, I, l, i, j, J, S, s, Z, z, B,
+   b, g, q, G) are left out.
+2. ``digits.ncx`` and ``mnist.ncx`` (``model:kvb`` files): the built-in bottlenecks of the ``kvb``
+   codec, each learned class-incrementally (5 tasks of 2 classes, 500 epochs each) on its training
+   split (sklearn digits: the split of ``neurocodec bench kvb``; MNIST:
+   ``datasets.mnist_5k_split()``), keys initialised on the same training images without labels.
 
-Run: ``python -m neurocodec.codecs.kvb.train_default [ae|models|all]``.
+Run: ``python -m neurocodec.codecs.kvb.train_default [ae|models|all]``. The log ends with the
+SHA-256 of each file written: copy them into ``SHIPPED`` in ``shipped.py``, or the package refuses
+the new files. Every random draw uses a local generator (the autoencoder's initialisation runs
+under ``torch.random.fork_rng``, so the caller's global RNG is left as it was).
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .encoders import CONV_AE_WEIGHTS, WEIGHTS_DIR, ConvAE
+from ... import weights
+from .encoders import ENCODER_FORMAT_VERSION, ENCODER_KIND, ConvAE
+from .shipped import WEIGHTS_DIR, shipped_path
 
 SEED = 0
 LETTERS = "ACEFHKLMNPRTUVWXYacdefhkmnprtuvwxy"
@@ -95,12 +101,15 @@ def render_letters(n: int, seed: int = SEED) -> np.ndarray:
 
 def train_ae() -> None:
     cfg = AE_CONFIG
-    torch.manual_seed(cfg["seed"])
     t0 = time.time()
     data = torch.from_numpy(render_letters(cfg["images"], cfg["seed"]))[:, None]
     log.info("rendered %d letter glyphs (%s) in %.1f s", len(data), LETTERS, time.time() - t0)
     val, train = data[:2000], data[2000:]
-    model = ConvAE(cfg["latent"], cfg["width"])
+    # torch modules draw their initial weights from the global RNG: seed it inside fork_rng so the
+    # weights are reproducible and the process's RNG state is restored afterwards
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"])
+        model = ConvAE(cfg["latent"], cfg["width"])
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     steps = cfg["epochs"] * (len(train) // cfg["batch"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -125,12 +134,13 @@ def train_ae() -> None:
         log.info("epoch %d: train bce %.4f, val mse %.5f (%.0f s)",
                  epoch + 1, total / len(train), vmse, time.time() - t0)
     state = {k: v.detach().numpy().astype(np.float16) for k, v in model.state_dict().items()}
-    config = {k: cfg[k] for k in ("latent", "width")} | {"trained_on": "rendered letters " + LETTERS, "train": cfg}
+    config = {"arch": "conv_ae"} | {k: cfg[k] for k in ("latent", "width")} | {
+        "trained_on": "rendered letters " + LETTERS, "train": cfg}
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CONV_AE_WEIGHTS, "wb") as fh:
-        np.savez_compressed(fh, config=np.array(json.dumps(config)), **state)
-    log.info("wrote %s (%d bytes, %d parameters)", CONV_AE_WEIGHTS, CONV_AE_WEIGHTS.stat().st_size,
-             sum(p.numel() for p in model.parameters()))
+    path = shipped_path("conv_ae")
+    digest = weights.save(path, ENCODER_KIND, ENCODER_FORMAT_VERSION, config, state)
+    log.info("wrote %s (%d bytes, %d parameters), sha256 %s", path, path.stat().st_size,
+             sum(p.numel() for p in model.parameters()), digest)
 
 
 # bottleneck configuration of each built-in model
@@ -142,9 +152,9 @@ MODELS = {
 
 def train_models(epochs: int = 500) -> None:
     from ...datasets import mnist_5k_split
-    from .bottleneck import KVBottleneck
+    from .data import digits_split
     from .encoders import make_encoder
-    from .data import digits_split  # noqa: I001
+    from .model import KVBottleneck
 
     for name, cfg in MODELS.items():
         (xtr, ytr), (xte, yte) = digits_split() if name == "digits" else mnist_5k_split()
@@ -157,8 +167,8 @@ def train_models(epochs: int = 500) -> None:
             sel = np.isin(ytr, [2 * task, 2 * task + 1])
             kvb.partial_fit(xtr[sel], ytr[sel], epochs=epochs)
             log.info("%s: task %d, test accuracy %.4f (%.0f s)", name, task + 1, kvb.score(xte, yte), time.time() - t0)
-        path = kvb.save(WEIGHTS_DIR / f"{name}.kvb.npz")
-        log.info("wrote %s (%d bytes), fingerprint %s", path, path.stat().st_size, kvb.fingerprint())
+        path = kvb.save(shipped_path(name))
+        log.info("wrote %s (%d bytes), sha256 %s", path, path.stat().st_size, kvb.digest)
 
 
 def write_config() -> None:
@@ -174,6 +184,7 @@ def write_config() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     what = argv[0] if argv else "all"
+    # the shipped files were trained on one thread; this script owns its process, so it may say so
     torch.set_num_threads(1)
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(WEIGHTS_DIR / "train_default.log")

@@ -75,17 +75,35 @@ class LIIFUpsampler(nn.Module):
 
 
 # ------------------------------------------------------------------------------ autoencoder
+def encode_tiled(ae: "CodecAE", x: Tensor, rows: int | None = 64) -> Tensor:
+    """``ae.encode`` in horizontal strips of ``rows`` latent rows with a halo (bounded memory,
+    equal to the full computation). ``x`` sides must be even."""
+    h = x.shape[2] // 2
+    if rows is None or rows >= h:
+        return ae.encode(x)
+    halo = 8  # latent rows; the encoder's receptive radius is 6 latent rows
+    parts = []
+    for a in range(0, h, rows):
+        b = min(a + rows, h)
+        s0, s1 = max(a - halo, 0), min(b + halo, h)
+        z = ae.encode(x[:, :, 2 * s0 : 2 * s1])
+        parts.append(z[:, :, a - s0 : b - s0])
+    return torch.cat(parts, dim=2)
+
+
 def laplace_cdf(x: Tensor, b: Tensor) -> Tensor:
     return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / b))
 
 
 class CodecAE(nn.Module):
+    #: down-sampling factor of the latent grid (fixed by the architecture; streams rely on it)
+    factor = 2
+
     def __init__(
         self, ch: int = 48, latent: int = 8, dec_blocks: int = 3, hidden: int = 64, depth: int = 3, qualities: int = 4
     ) -> None:
         super().__init__()
         self.config = dict(ch=ch, latent=latent, dec_blocks=dec_blocks, hidden=hidden, depth=depth, qualities=qualities)
-        self.factor = 2
         self.latent = latent
         self.qualities = qualities
         self.enc = nn.Sequential(

@@ -1,4 +1,8 @@
-"""``neurocodec upsample``, ``neurocodec generate`` and ``neurocodec ldm train``."""
+"""``neurocodec upsample``, ``neurocodec generate`` and ``neurocodec ldm train``.
+
+Building the parser imports neither torch nor training code (every ``neurocodec`` command builds
+it); the training modules are imported inside the ``train`` command only.
+"""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +40,8 @@ def _upsample(args: argparse.Namespace) -> int:
         **({} if args.strength is None else {"strength": args.strength}),
         tile=args.tile,
         weights_dir=args.weights,
-        progress=not getattr(args, 'quiet', False),
+        device=args.device,
+        progress=not getattr(args, "quiet", False),
     )
     write_image(args.output, out)
     return 0
@@ -47,19 +52,22 @@ def _generate(args: argparse.Namespace) -> int:
     from .api import generate
 
     w, h = parse_size(args.size)
-    write_image(args.output, generate(w, h, seed=args.seed, steps=args.steps, tile=args.tile, weights_dir=args.weights, progress=not getattr(args, 'quiet', False)))
+    write_image(args.output, generate(w, h, seed=args.seed, steps=args.steps, tile=args.tile, weights_dir=args.weights,
+                                      device=args.device, progress=not getattr(args, "quiet", False)))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
     from .train import run
 
-    return run(args.stage, args.config, args.out, args.steps, args.threads, args.section)
+    return run(args.stage, args.config, args.out, args.steps, args.threads, args.section, args.device)
 
 
 def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> None:
     """Add ``upsample``, ``generate`` and ``ldm train``; ``common`` (--quiet/--debug) is their parent."""
-    from .train import DEFAULT_CONFIG, STAGES, WEIGHTS_DIR
+    # paths and names only: model.py would import torch, so they are spelled out here
+    weights_dir = Path(__file__).parent / "weights"
+    stages = ("ae", "diffusion", "sr")
 
     parents = [common] if common is not None else []
 
@@ -75,7 +83,9 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
                     help="diffusion: start noise level as a fraction of T (1 = pure noise; lower = closer to "
                          "bicubic; default: the shipped model's, see neurocodec.codecs.ldm.api.DEFAULT_STRENGTH)")
     up.add_argument("--tile", type=int, default=256, help="output tile side: bounds memory")
-    up.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped models)")
+    up.add_argument("--weights", type=Path, default=None,
+                    help="model folder with sr/ae/unet.ncx (default: the shipped models)")
+    up.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     up.set_defaults(func=_upsample)
 
     gen = subparsers.add_parser("generate", parents=parents, help="sample an image from the latent diffusion model")
@@ -84,18 +94,22 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     gen.add_argument("--steps", type=int, default=20, help="DDIM steps")
     gen.add_argument("--tile", type=int, default=256)
     gen.add_argument("-o", "--output", required=True)
-    gen.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped models)")
+    gen.add_argument("--weights", type=Path, default=None,
+                     help="model folder with ae/unet.ncx (default: the shipped models)")
+    gen.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     gen.set_defaults(func=_generate)
 
     ldm = subparsers.add_parser("ldm", parents=parents, help="ldm model tools")
     sub = ldm.add_subparsers(dest="ldm_command", required=True)
     tr = sub.add_parser("train", parents=parents, help="train an ldm model (sr, ae, then diffusion)")
-    tr.add_argument("--stage", required=True, choices=sorted(STAGES))
-    tr.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="JSON config (default: the shipped one)")
+    tr.add_argument("--stage", required=True, choices=stages)
+    tr.add_argument("--config", type=Path, default=weights_dir / "config.json",
+                    help="JSON config (default: the shipped one)")
     tr.add_argument("--out", type=Path, default=Path("ldm_weights"),
-                    help=f"folder for the weights and the log (the shipped ones are in {WEIGHTS_DIR})")
+                    help=f"folder for the weights and the log (the shipped ones are in {weights_dir})")
     tr.add_argument("--section", default=None,
                     help="config section to train with (default: the stage's name, e.g. diffusion_pretrain)")
     tr.add_argument("--steps", type=int, default=None, help="override the config's step count")
-    tr.add_argument("--threads", type=int, default=None, help="torch threads")
+    tr.add_argument("--threads", type=int, default=None, help="torch threads (restored when training ends)")
+    tr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     tr.set_defaults(func=_train)

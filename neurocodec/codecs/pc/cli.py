@@ -1,4 +1,12 @@
-"""``neurocodec pc fit DATA -o model.ncpc``: train a probabilistic-circuit model for ``--codec pc``."""
+"""``neurocodec pc ...``: the pc wing's commands.
+
+* ``neurocodec pc fit DATA -o model.ncx``: train a probabilistic-circuit model file for ``--codec pc``
+  (use it with ``-p model=model.ncx`` to encode and to decode);
+* ``neurocodec pc convert OLD.ncpc -o NEW.ncx``: turn a model of the old ``.ncpc`` format into a model
+  file with the same parameters.
+
+Training code is imported inside the command that trains, so ``neurocodec --help`` stays light.
+"""
 from __future__ import annotations
 
 import argparse
@@ -37,8 +45,8 @@ def _load_training_data(spec: str) -> np.ndarray | list[np.ndarray]:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from .em import EMConfig
-    from .fit import fit_model
+    from .train import fit_model
+    from .train_em import EMConfig
 
     if args.states < 1 or args.epochs < 1 or args.pseudocount < 0 or args.basis < 0:
         raise UsageError("states and epochs must be >= 1, basis and pseudocount >= 0")
@@ -49,9 +57,18 @@ def _fit(args: argparse.Namespace) -> int:
     say = None if args.quiet else (lambda s: print(s, file=sys.stderr))
     model = fit_model(data, patch=patch, config=cfg, max_patches=args.max_patches, name=Path(args.output).stem,
                       progress=not args.quiet, log=say)
-    model.save(args.output)
+    digest = model.save(args.output)
     if not args.quiet:
-        print(f"wrote {args.output} (model hash {model.model_hash})", file=sys.stderr)
+        print(f"wrote {args.output} (model digest {digest[:16]})", file=sys.stderr)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .legacy import convert
+
+    _, digest = convert(args.model, args.output)
+    if not args.quiet:
+        print(f"wrote {args.output} (model digest {digest[:16]})", file=sys.stderr)
     return 0
 
 
@@ -59,9 +76,9 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     parents = [common] if common is not None else []
     pc = subparsers.add_parser("pc", parents=parents, help="probabilistic-circuit codec tools")
     sub = pc.add_subparsers(dest="pc_command", metavar="SUBCOMMAND", parser_class=type(pc))
-    p = sub.add_parser("fit", parents=parents, help="train a .ncpc model (use it with --param model=PATH)")
+    p = sub.add_parser("fit", parents=parents, help="train a pc model file (use it with --param model=PATH)")
     p.add_argument("data", help="folder of images, image, .npy/.npz array, or dataset name (mnist_5k)")
-    p.add_argument("-o", "--output", required=True, help="output .ncpc file")
+    p.add_argument("-o", "--output", required=True, help="output model file (.ncx)")
     p.add_argument("--states", type=int, default=16, help="hidden states per pixel, M (default 16)")
     p.add_argument("--basis", type=int, default=16, help="shared leaf value distributions, 0 = full leaves")
     p.add_argument("--epochs", type=int, default=10)
@@ -71,4 +88,8 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     p.add_argument("--max-patches", type=int, default=20000, help="random patches drawn per channel count")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_fit)
+    p = sub.add_parser("convert", parents=parents, help="convert an old .ncpc model to a pc model file (.ncx)")
+    p.add_argument("model", help="the .ncpc file")
+    p.add_argument("-o", "--output", required=True, help="output model file (.ncx)")
+    p.set_defaults(func=_convert)
     pc.set_defaults(func=lambda args: (pc.print_help(sys.stderr), 2)[1])

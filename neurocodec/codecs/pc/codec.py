@@ -1,8 +1,18 @@
 """The ``pc`` codec: lossless image coding with a Hidden Chow-Liu Tree probabilistic circuit.
 
-Bitstream (version 1): header ``{"shape", "dtype", "model", "model_hash", "layout", "prec"[, "raw"]}``
+Bitstream (version 2): header ``{"shape", "dtype", "model", "model_hash", "layout", "prec"[, "raw"]}``
 and one section ``px``: the range-coder words of every coded pixel (see :mod:`.coding` for the
-order), or with ``"raw": true`` the pixels themselves (when coding would cost more than 8 bpd). The decoder refuses a model whose hash differs from the one in the header.
+order), or with ``"raw": true`` the pixels themselves (when coding would cost more than 8 bpd).
+``model`` is the shipped model's name or the model file's name; ``model_hash`` is the model file's
+:attr:`~neurocodec.weights.ModelFile.short_digest` (the first 16 hex of the SHA-256 of its bytes).
+The decoder refuses a model whose hash differs from the one in the header.
+
+Version 1 (before the shared model files) differs only in ``model_hash``: a hash of the stored
+arrays (:func:`.legacy.v1_model_hash`). Such files are still decoded (``min_version = 1``): the
+decoder accepts a model whose v1 hash matches; the shipped models kept their parameters, so v1
+files made with them decode as before.
+
+Coding runs on the CPU only (see :func:`coding_device`); the decoder imports no training code.
 """
 from __future__ import annotations
 
@@ -14,22 +24,27 @@ import numpy as np
 
 from ...codec import Codec
 from ...errors import CorruptStreamError, InputError, UsageError
+from ...runtime import check_device_name
 from . import coding
-from .circuit import BUILTIN_MODELS, PCModel, load_model
+from .legacy import v1_model_hash
+from .model import BUILTIN_MODELS, PCModel, load_model
 
 PRECISION = 24  # bits of the integer tables handed to the range coder
 
 
-def _resolve_device(device: str) -> None:
-    """The coder's conditionals must be bit-identical on both sides, which the Numba CPU kernels
-    guarantee; GPU float reductions do not. So the coder refuses CUDA instead of risking a file
-    that another machine cannot decode."""
-    if device in ("cpu", "auto"):
-        return
-    if device == "cuda":
-        raise UsageError("pc: coding on CUDA is not supported (GPU sums are not bit-reproducible across "
-                         "machines); use device='cpu' or 'auto'")
-    raise UsageError(f"pc: unknown device '{device}' (cpu, auto, cuda)")
+def coding_device(device: Any) -> str:
+    """The device pc codes on: always ``"cpu"``.
+
+    ``device`` is checked with :func:`neurocodec.runtime.check_device_name` (same names and errors
+    as every wing; torch is not imported: the coder does not need it). ``"auto"`` and ``"cpu"`` mean
+    the CPU; CUDA is refused because the coder's conditionals must be bit-identical on both sides,
+    which the sequential Numba CPU kernels guarantee and GPU float reductions do not: a file coded
+    on one GPU could be undecodable on another machine."""
+    name = check_device_name(device)
+    if name in ("auto", "cpu"):
+        return "cpu"
+    raise UsageError(f"pc: coding on {name} is not supported (GPU sums are not bit-reproducible across "
+                     f"machines); use device='cpu' or 'auto'")
 
 
 def canonical(x: Any, batch: bool | None) -> tuple[np.ndarray, str]:
@@ -56,13 +71,14 @@ def canonical(x: Any, batch: bool | None) -> tuple[np.ndarray, str]:
 
 class PCCodec(Codec):
     name = "pc"
-    version = 1
+    version = 2
+    min_version = 1  # v1 files name their model by the v1 array hash, still accepted
     kind = "image"
     description = "lossless 8-bit images with a probabilistic circuit (HCLT), Numba kernels, batched"
 
-    def compress(self, data: Any, *, progress: bool = False, model: str = "mnist", batch: bool | None = None,
-                 device: str = "auto") -> tuple[dict, dict[str, bytes]]:
-        _resolve_device(device)
+    def compress(self, data: Any, *, progress: bool = False, model: str | Path | PCModel = "mnist",
+                 batch: bool | None = None, device: str = "auto") -> tuple[dict, dict[str, bytes], dict]:
+        coding_device(device)
         x, layout = canonical(data, batch)
         if min(x.shape) == 0:
             raise InputError(f"pc: empty image (shape {np.asarray(data).shape})")
@@ -71,19 +87,27 @@ class PCCodec(Codec):
         lay = coding.make_layout(x.shape, circ)
         patches, mask = coding.to_patches(np.ascontiguousarray(x), lay)
         words = coding.encode_patches(circ, patches, mask, PRECISION, progress)
-        ref = pcm.name if (isinstance(model, str) and model in BUILTIN_MODELS) else Path(str(model)).name
+        if isinstance(model, PCModel):
+            ref = model.name
+        elif isinstance(model, str) and model in BUILTIN_MODELS:
+            ref = pcm.name
+        else:
+            ref = Path(str(model)).name
         header = {"shape": list(np.asarray(data).shape), "dtype": "uint8", "layout": layout, "model": ref,
-                  "model_hash": pcm.model_hash, "prec": PRECISION}
+                  "model_hash": pcm.short_digest, "prec": PRECISION}
+        report = {"model": ref, "model_hash": pcm.short_digest, "circuit_channels": lay.circuit_channels,
+                  "patches": lay.num_patches, "coded_bytes": len(words), "raw": False}
         if len(words) > x.size:
             # the model fits this data worse than 8 bits per pixel (noise, unseen content): store
             # the pixels as they are, so a file is never much larger than the raw image
             header["raw"] = True
-            return header, {"px": np.ascontiguousarray(x).tobytes()}
-        return header, {"px": words}
+            report["raw"] = True
+            return header, {"px": np.ascontiguousarray(x).tobytes()}, report
+        return header, {"px": words}, report
 
-    def decompress(self, header: dict, sections: Mapping[str, bytes], *, model: str | None = None,
+    def decompress(self, header: dict, sections: Mapping[str, bytes], *, model: str | Path | PCModel | None = None,
                    device: str = "auto") -> np.ndarray:
-        _resolve_device(device)
+        coding_device(device)
         try:
             shape = tuple(int(v) for v in header["shape"])
             layout, ref, want = header["layout"], str(header["model"]), str(header["model_hash"])
@@ -100,9 +124,11 @@ class PCCodec(Codec):
                 raise UsageError(f"this file was coded with the pc model '{ref}': pass it with model=PATH")
             model = ref
         pcm = load_model(model)
-        if pcm.model_hash != want:
+        # v2 files record the model file's digest, v1 files the v1 array hash (same parameters, same
+        # hash); either identifies the parameters, so accepting both cannot pick a wrong model
+        if want != pcm.short_digest and want != v1_model_hash(pcm):
             raise UsageError(f"pc: the file needs model {ref!r} with hash {want}, but the given model has hash "
-                             f"{pcm.model_hash}: decoding with another model would give garbage")
+                             f"{pcm.short_digest}: decoding with another model would give garbage")
         n4 = {"hw": (1, *shape, 1), "hwc": (1, *shape), "nhw": (*shape, 1), "nhwc": shape}[layout]
         if header.get("raw"):
             px = sections.get("px", b"")
@@ -116,4 +142,4 @@ class PCCodec(Codec):
         return coding.from_patches(patches, lay).reshape(shape)
 
 
-__all__ = ["PCCodec", "PCModel", "canonical"]
+__all__ = ["PCCodec", "PCModel", "canonical", "coding_device"]

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ...entropy import SequentialDecoder, SequentialEncoder
 from ...errors import CorruptStreamError, InputError, UsageError
 from . import kernels
-from .circuit import HCLT, PCModel
+from .model import HCLT, PCModel
 
 ALPHABET = 256
 STATE_BYTES = 48 << 20  # cached messages per chunk of patches

@@ -10,6 +10,10 @@ the (sum-normalised) product of v's leaf term (1 when x_v is unobserved: margina
 children's upward messages. One function (:func:`_node_update`) computes it, in a fixed loop order,
 everywhere: so the incremental coder and the naive full re-evaluation produce the same floats, and
 the encoder and decoder the same integer tables. No fastmath anywhere in this module.
+
+Only what decoding and likelihoods need lives here; the EM flow kernel is training code and lives
+in :mod:`.train_em` (it reuses :func:`_node_update`). Every ``prange`` loop handles one image per
+iteration with no shared sums, so results do not depend on the Numba thread count.
 """
 from __future__ import annotations
 
@@ -118,21 +122,24 @@ def _conditional(t, xrow, up, prior, trans, leaf, parent, child_ptr, child_idx, 
 
 
 # ----------------------------------------------------------------------------- coding kernels
-@njit(cache=True, parallel=True)
+# Serial on purpose: these run twice per pixel step on a few images, far too fine-grained for a
+# thread pool. With parallel=True a 2-core machine coded 2.8x slower than one thread when idle and
+# ~40x slower when the other core was busy (every step waits for the slowest worker).
+@njit(cache=True)
 def init_state(x, up, trans, leaf, child_ptr, child_idx, post):
     """Upward messages of every image for its current evidence ``x`` (P, D) (-1 = unknown)."""
     m = up.shape[2]
-    for p in prange(x.shape[0]):
+    for p in range(x.shape[0]):
         b = np.empty(m)
         _upward(x[p], up[p], trans, leaf, child_ptr, child_idx, post, b)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def cond_freqs(t, x, up, prior, trans, leaf, parent, child_ptr, child_idx, active, precision, freqs):
     """Efficient path: integer table of pixel ``t`` for every active image, from cached messages.
     Returns the number of images whose pmf was not a distribution (0 when all is well)."""
     bad = 0
-    for p in prange(x.shape[0]):
+    for p in range(x.shape[0]):
         if active[p]:
             pmf = np.empty(freqs.shape[1])
             _conditional(t, x[p], up[p], prior, trans, leaf, parent, child_ptr, child_idx, pmf)
@@ -141,11 +148,11 @@ def cond_freqs(t, x, up, prior, trans, leaf, parent, child_ptr, child_idx, activ
     return bad
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def observe(t, symbols, x, up, trans, leaf, parent, child_ptr, child_idx, active):
     """Record x_t = symbols[p] for active images and refresh the messages on the path t -> root."""
     m = up.shape[2]
-    for p in prange(x.shape[0]):
+    for p in range(x.shape[0]):
         if active[p]:
             x[p, t] = symbols[p]
             b = np.empty(m)
@@ -155,14 +162,14 @@ def observe(t, symbols, x, up, trans, leaf, parent, child_ptr, child_idx, active
                 v = parent[v]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def cond_freqs_naive(t, x, prior, trans, leaf, parent, child_ptr, child_idx, post, active, precision, freqs):
     """Reference path: re-evaluate the whole circuit for the current evidence (O(D |p|) per pixel),
     then the same conditional. Must give the same tables as :func:`cond_freqs`."""
     m = prior.shape[0]
     d = x.shape[1]
     bad = 0
-    for p in prange(x.shape[0]):
+    for p in range(x.shape[0]):
         if active[p]:
             up = np.empty((d, m))
             b = np.empty(m)
@@ -174,7 +181,7 @@ def cond_freqs_naive(t, x, prior, trans, leaf, parent, child_ptr, child_idx, pos
     return bad
 
 
-# ------------------------------------------------------------------------ likelihood and EM
+# ------------------------------------------------------------------------------ likelihood
 @njit(cache=True, parallel=True)
 def log_likelihood(x, prior, trans, leaf, child_ptr, child_idx, post, root, out):
     """Natural-log likelihood of each image (P, D) (-1 entries are marginalised) into ``out``."""
@@ -189,64 +196,3 @@ def log_likelihood(x, prior, trans, leaf, child_ptr, child_idx, post, root, out)
         for k in range(m):
             z += prior[k] * b[k]
         out[p] = ls + np.log(z)
-
-
-@njit(cache=True)
-def em_flows(x, prior, trans, leaf, child_ptr, child_idx, post, prior_flow, trans_flow, leaf_flow,
-             basis_w, basis, w_flow, basis_flow):
-    """Accumulate expected counts (circuit flows) of a mini-batch ``x`` (B, D) fully observed;
-    returns the batch's total log-likelihood. Sequential on purpose: flows are shared sums.
-
-    With ``basis`` non-empty (L, 256) the leaves are mixtures over shared value distributions,
-    ``leaf[v, k] = sum_l basis_w[v, k, l] * basis[l]`` (``leaf`` must hold that product): flows then
-    go to ``w_flow`` (D, M, L) and ``basis_flow`` (L, 256) instead of ``leaf_flow``."""
-    m = prior.shape[0]
-    d = x.shape[1]
-    up = np.empty((d, m))
-    bn = np.empty((d, m))
-    pst = np.empty((d, m))
-    b = np.empty(m)
-    r = np.empty(m)
-    total = 0.0
-    nb = basis.shape[0]
-    root = post[d - 1]
-    for p in range(x.shape[0]):
-        xrow = x[p]
-        ls = 0.0
-        for q in range(d):
-            v = post[q]
-            ls += np.log(_node_update(v, xrow, up, trans, leaf, child_ptr, child_idx, b))
-            for k in range(m):
-                bn[v, k] = b[k]
-        z = 0.0
-        for k in range(m):
-            z += prior[k] * bn[root, k]
-        total += ls + np.log(z)
-        for k in range(m):
-            pst[root, k] = prior[k] * bn[root, k] / z
-            prior_flow[k] += pst[root, k]
-        # pre-order = reversed post-order: parents before children
-        for q in range(d - 1, -1, -1):
-            a = post[q]
-            for ci in range(child_ptr[a], child_ptr[a + 1]):
-                c = child_idx[ci]
-                for j in range(m):
-                    pst[c, j] = 0.0
-                for i in range(m):
-                    r[i] = pst[a, i] / up[c, i]
-                    for j in range(m):
-                        f = r[i] * trans[c, i, j] * bn[c, j]
-                        trans_flow[c, i, j] += f
-                        pst[c, j] += f
-            xa = xrow[a]
-            if nb == 0:
-                for k in range(m):
-                    leaf_flow[a, k, xa] += pst[a, k]
-            else:
-                for k in range(m):
-                    pk = pst[a, k] / leaf[a, k, xa]
-                    for el in range(nb):
-                        f = pk * basis_w[a, k, el] * basis[el, xa]
-                        w_flow[a, k, el] += f
-                        basis_flow[el, xa] += f
-    return total

@@ -8,29 +8,30 @@ kernels (the codec refuses ``device="cuda"``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from ...errors import MissingDependencyError, UsageError
-from .circuit import HCLT
+from ...errors import MissingDependencyError
+from ...runtime import resolve_device
+from .model import HCLT
 
 
-def log_likelihood_torch(circ: HCLT, x: np.ndarray, device: str = "auto", chunk: int = 128) -> np.ndarray:
-    """ln p(x) per row of ``x`` (P, D) (-1 = marginalised), float64 on CPU, float32 on CUDA."""
+def log_likelihood_torch(circ: HCLT, x: np.ndarray, device: Any = "auto", chunk: int = 128) -> np.ndarray:
+    """ln p(x) per row of ``x`` (P, D) (-1 = marginalised), float64 on CPU, float32 on CUDA.
+    ``device``: anything :func:`neurocodec.runtime.resolve_device` takes."""
     try:
         import torch
     except ImportError:
         raise MissingDependencyError("torch", purpose="pc evaluation with PyTorch") from None
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("pc: device='cuda' but no CUDA device is available")
-    dev = torch.device(device)
+    dev = resolve_device(device)
     dt = torch.float64 if dev.type == "cpu" else torch.float32
     t = circ.tree
     d, m = circ.num_vars, circ.num_states
-    ltrans = torch.log(torch.as_tensor(circ.trans, dtype=dt, device=dev))
-    lleaf = torch.log(torch.as_tensor(circ.leaf, dtype=dt, device=dev))
-    lprior = torch.log(torch.as_tensor(circ.prior, dtype=dt, device=dev))
+    # logs taken in numpy: fresh arrays, so torch never wraps the model's read-only ones
+    ltrans = torch.as_tensor(np.log(circ.trans), dtype=dt, device=dev)
+    lleaf = torch.as_tensor(np.log(circ.leaf), dtype=dt, device=dev)
+    lprior = torch.as_tensor(np.log(circ.prior), dtype=dt, device=dev)
     depth = t.depth
     levels = [torch.as_tensor(np.flatnonzero(depth == k), device=dev) for k in range(int(depth.max()), 0, -1)]
     parent = torch.as_tensor(t.parent.astype(np.int64), device=dev)

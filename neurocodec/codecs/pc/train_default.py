@@ -1,5 +1,8 @@
 """Train the shipped pc models (fixed seeds; logs and configs beside the weights).
 
+Writes ``weights/<name>.ncx`` (a ``pc`` model file) and ``weights/<name>.log``. A retrained file
+has a new digest: copy the digest it prints into :data:`.model.SHIPPED`, or the codec refuses it.
+
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python -m neurocodec.codecs.pc.train_default mnist
     OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python -m neurocodec.codecs.pc.train_default natural
 
@@ -19,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import datasets
-from .circuit import builtin_path
-from .em import EMConfig
-from .fit import fit_model
+from ... import datasets, weights
+from .model import PCModel, builtin_path
+from .train import fit_model
+from .train_em import EMConfig
 
 CONFIGS = {
     # chow_liu rooting: the spanning tree's own edges (depth ~45 here); measured 0.04 bpd better than
@@ -68,13 +71,13 @@ def natural_images(rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=sorted(CONFIGS))
-    ap.add_argument("-o", "--output", help="output .ncpc (default: the shipped weights file)")
+    ap.add_argument("-o", "--output", help="output model file .ncx (default: the shipped weights file)")
     args = ap.parse_args(argv)
     cfg = dict(CONFIGS[args.which])
     out = Path(args.output) if args.output else builtin_path(args.which)
     log_path = out.with_suffix(".log")
     out.parent.mkdir(parents=True, exist_ok=True)
-    logf = open(log_path, "w")
+    logf = open(log_path, "w", encoding="utf-8")
 
     def log(msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
@@ -95,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         m_rgb = fit_model(rgb, patch=(8, 8), config=em, max_patches=max_patches, name="natural", log=log)
         m_gray = fit_model([g[:, :, None] for g in gray], patch=(8, 8), config=em, max_patches=max_patches,
                            name="natural", log=log)
-        m_rgb.circuits.update(m_gray.circuits)
-        m_rgb.info["history"].update(m_gray.info["history"])
-        model = m_rgb
-    model.info["train_seconds"] = round(time.time() - t0, 1)
-    model.save(out)
-    log(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB, hash {model.model_hash}) in {time.time() - t0:.0f}s")
+        info = weights.thaw(m_rgb.info)
+        info["history"].update(weights.thaw(m_gray.info["history"]))
+        model = PCModel({**m_rgb.circuits, **m_gray.circuits}, "natural", info)
+    info = weights.thaw(model.info)
+    info["train_seconds"] = round(time.time() - t0, 1)
+    model = PCModel(dict(model.circuits), model.name, info)  # models are frozen: a new one with the time
+    digest = model.save(out)
+    log(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB) in {time.time() - t0:.0f}s; sha256 {digest} "
+        f"(record it in neurocodec/codecs/pc/model.py SHIPPED['{args.which}'] when shipping this file)")
     logf.close()
     return 0
 

@@ -1,4 +1,9 @@
-"""Training a ``.ncpc`` model from images: patch extraction and one circuit per channel count."""
+"""Training a ``pc`` model from images: patch extraction and one circuit per channel count.
+
+The entry point of the wing's training code (:func:`fit_model`); EM itself is in
+:mod:`.train_em`, structure learning in :mod:`.train_structure`. The decoder never imports these
+modules. Randomness: one ``np.random.default_rng(config.seed)`` per call, no global RNG.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -6,8 +11,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ...errors import InputError, UsageError
-from .circuit import PCModel
-from .em import EMConfig, fit_hclt
+from .model import PCModel
+from .train_em import EMConfig, fit_hclt
 
 
 def random_patches(images: Sequence[np.ndarray], patch: tuple[int, int], count: int,
@@ -73,7 +78,7 @@ def fit_model(data: np.ndarray | Sequence[np.ndarray], *, patch: int | tuple[int
             groups.setdefault(1, []).extend(im[:, :, c:c + 1] for c in range(im.shape[2]))
     rng = np.random.default_rng(cfg.seed)
     circuits = {}
-    info: dict = {"config": vars(cfg).copy(), "patch": list(patch), "history": {}}
+    info: dict = {"config": dict(vars(cfg)), "patch": list(patch), "history": {}}
     for c, ims in sorted(groups.items()):
         whole = all(im.shape[:2] == tuple(patch) for im in ims)
         x = (np.stack([im.reshape(-1) for im in ims]) if whole

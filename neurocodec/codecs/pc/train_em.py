@@ -1,8 +1,11 @@
-"""Parameter learning for an HCLT: k-means initialisation, then mini-batch EM on circuit flows.
+"""Parameter learning for an HCLT (training only): k-means initialisation, then mini-batch EM on
+circuit flows.
 
 Update (Juice/pyjuice style): ``theta_new = (flow + pc / n_children) / (sum flows + pc)``, blended
 with the old value by a decaying step size; a final full-batch step at the end. Held-out
-log-likelihood (bits per dimension) is reported after every epoch.
+log-likelihood (bits per dimension) is reported after every epoch. The flow kernel
+(:func:`em_flows`) lives here, not in :mod:`.kernels`: it is training code, and the decoder never
+imports a ``train*`` module. Randomness comes from one ``np.random.default_rng(config.seed)``.
 """
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from tqdm import tqdm
 
 from ...errors import UsageError
-from .circuit import ALPHABET, HCLT
-from .kernels import em_flows
-from .structure import Tree, learn_structure
+from .kernels import _node_update
+from .model import ALPHABET, HCLT
+from .structure import Tree
+from .train_structure import learn_structure
 
 
 @dataclass
@@ -34,6 +39,12 @@ class EMConfig:
     val_fraction: float = 0.1
     seed: int = 0
     kmeans_iters: int = 5
+
+
+def _json_number(v: float) -> float | None:
+    """NaN (no validation split) -> None: the history is stored in a model file's JSON config,
+    which holds no NaN."""
+    return None if math.isnan(v) else v
 
 
 def _bpd(ll_nats: float, n: int, d: int) -> float:
@@ -114,6 +125,68 @@ def leaf_marginals(x: np.ndarray, smooth: float = 0.5) -> np.ndarray:
     np.add.at(h, (np.broadcast_to(np.arange(d), x.shape), x), 1.0)
     h += smooth
     return (h / h.sum(-1, keepdims=True))[:, None, :]
+
+
+# ------------------------------------------------------------------------------ EM kernel
+@njit(cache=True)
+def em_flows(x, prior, trans, leaf, child_ptr, child_idx, post, prior_flow, trans_flow, leaf_flow,
+             basis_w, basis, w_flow, basis_flow):
+    """Accumulate expected counts (circuit flows) of a mini-batch ``x`` (B, D) fully observed;
+    returns the batch's total log-likelihood. Sequential on purpose: flows are shared sums.
+
+    With ``basis`` non-empty (L, 256) the leaves are mixtures over shared value distributions,
+    ``leaf[v, k] = sum_l basis_w[v, k, l] * basis[l]`` (``leaf`` must hold that product): flows then
+    go to ``w_flow`` (D, M, L) and ``basis_flow`` (L, 256) instead of ``leaf_flow``."""
+    m = prior.shape[0]
+    d = x.shape[1]
+    up = np.empty((d, m))
+    bn = np.empty((d, m))
+    pst = np.empty((d, m))
+    b = np.empty(m)
+    r = np.empty(m)
+    total = 0.0
+    nb = basis.shape[0]
+    root = post[d - 1]
+    for p in range(x.shape[0]):
+        xrow = x[p]
+        ls = 0.0
+        for q in range(d):
+            v = post[q]
+            ls += np.log(_node_update(v, xrow, up, trans, leaf, child_ptr, child_idx, b))
+            for k in range(m):
+                bn[v, k] = b[k]
+        z = 0.0
+        for k in range(m):
+            z += prior[k] * bn[root, k]
+        total += ls + np.log(z)
+        for k in range(m):
+            pst[root, k] = prior[k] * bn[root, k] / z
+            prior_flow[k] += pst[root, k]
+        # pre-order = reversed post-order: parents before children
+        for q in range(d - 1, -1, -1):
+            a = post[q]
+            for ci in range(child_ptr[a], child_ptr[a + 1]):
+                c = child_idx[ci]
+                for j in range(m):
+                    pst[c, j] = 0.0
+                for i in range(m):
+                    r[i] = pst[a, i] / up[c, i]
+                    for j in range(m):
+                        f = r[i] * trans[c, i, j] * bn[c, j]
+                        trans_flow[c, i, j] += f
+                        pst[c, j] += f
+            xa = xrow[a]
+            if nb == 0:
+                for k in range(m):
+                    leaf_flow[a, k, xa] += pst[a, k]
+            else:
+                for k in range(m):
+                    pk = pst[a, k] / leaf[a, k, xa]
+                    for el in range(nb):
+                        f = pk * basis_w[a, k, el] * basis[el, xa]
+                        w_flow[a, k, el] += f
+                        basis_flow[el, xa] += f
+    return total
 
 
 def fit_hclt(data: np.ndarray, patch: tuple[int, int, int], config: EMConfig | None = None, *,
@@ -197,7 +270,7 @@ def fit_hclt(data: np.ndarray, patch: tuple[int, int, int], config: EMConfig | N
         tb, vb = _bpd(ll_sum, len(xi), d), val_bpd()
         hist["epoch"].append(ep + 1)
         hist["train_bpd"].append(tb)
-        hist["val_bpd"].append(vb)
+        hist["val_bpd"].append(_json_number(vb))
         hist["seconds"].append(time.time() - t0)
         say(f"epoch {ep + 1}/{cfg.epochs}: train {tb:.4f} bpd, val {vb:.4f} bpd, step {step:.3f}, "
             f"{time.time() - t0:.0f}s")
@@ -216,5 +289,5 @@ def fit_hclt(data: np.ndarray, patch: tuple[int, int, int], config: EMConfig | N
     if vb > best[0]:
         vb, model = best
         say(f"kept the best epoch instead: val {vb:.4f} bpd")
-    hist["final_val_bpd"] = vb
+    hist["final_val_bpd"] = _json_number(vb)
     return model, hist

@@ -1,11 +1,15 @@
 """The suite notebooks: built from the cell sources below (stored without outputs) and executed
 with nbclient by ``make notebooks`` and by a CI test, so none of them rots.
 
-    python -m neurocodec.bench.notebooks            # (re)write notebooks/*.ipynb without outputs
-    python -m neurocodec.bench.notebooks --execute  # and execute each (outputs go to a temp folder)
+    python notebooks/build.py            # (re)write notebooks/*.ipynb without outputs
+    python notebooks/build.py --execute  # and execute each (outputs go to a temp folder)
 
-Notebooks read the JSON under ``$NEUROCODEC_RESULTS`` (default ``benchmarks/results``) and keep
-their sample reconstructions small when ``$NEUROCODEC_QUICK`` is set.
+Why a repo script and not part of the package: the notebooks are files of this checkout, written
+next to this script; the package only provides what they import (``neurocodec.bench.plot``).
+
+Notebooks read the JSON under ``$NEUROCODEC_RESULTS`` (default: ``default_results_dir()``, i.e.
+``benchmarks/results`` of the checkout) and keep their sample reconstructions small when
+``$NEUROCODEC_QUICK`` is set.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .results import repo_root
+HERE = Path(__file__).resolve().parent
 
 _SETUP = """\
 import os, json
@@ -27,7 +31,8 @@ import matplotlib.pyplot as plt
 import neurocodec
 from neurocodec import datasets, metrics
 from neurocodec.bench.plot import load_suite, bd_table, format_table, DEFAULT_AXES
-RESULTS = Path(os.environ.get("NEUROCODEC_RESULTS", Path(neurocodec.__file__).resolve().parents[1] / "benchmarks" / "results"))
+from neurocodec.bench.results import default_results_dir
+RESULTS = Path(os.environ.get("NEUROCODEC_RESULTS") or default_results_dir())
 QUICK = bool(os.environ.get("NEUROCODEC_QUICK"))
 """
 
@@ -154,7 +159,7 @@ SUITE_TITLES = {
 def build(folder: Path | None = None) -> list[Path]:
     import nbformat
 
-    folder = folder or repo_root() / "notebooks"
+    folder = folder or HERE
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for suite, title in SUITE_TITLES.items():
@@ -201,10 +206,10 @@ def execute(path: Path, results: Path | None = None, quick: bool = True, timeout
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m neurocodec.bench.notebooks", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python notebooks/build.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--execute", action="store_true", help="execute every notebook after writing it")
-    ap.add_argument("--results", type=Path, help="results folder (default benchmarks/results)")
+    ap.add_argument("--results", type=Path, help="results folder (default: the checkout's benchmarks/results)")
     ap.add_argument("--full", action="store_true", help="full-size sample reconstructions (default: quick)")
     args = ap.parse_args(argv)
     paths = build()

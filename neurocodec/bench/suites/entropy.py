@@ -1,19 +1,19 @@
 """Entropy-layer throughput and rate: neurocodec.entropy against the empirical entropy.
 
-    python benchmarks/entropy/run.py [--quick] [--out DIR]
+    neurocodec bench entropy [--quick] [--out DIR] [--codecs iid,gaussian,tables]
 
-Writes benchmarks/results/entropy/synthetic/<family>.json and prints a table. Throughput is in
+Writes <results>/entropy/synthetic/<family>.json and prints a table. Throughput is in
 million symbols per second on this machine, single thread; rate is file bytes over the entropy.
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from neurocodec import entropy
-from neurocodec.bench.results import write_results
+from ... import entropy
+from ..results import write_results
+from ._shared import parser, split_names
 
 
 def _best_of(fn, repeats: int) -> tuple[float, object]:
@@ -26,12 +26,15 @@ def _best_of(fn, repeats: int) -> tuple[float, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("entropy", __doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out")
     ap.add_argument("--codecs", nargs="+", help="families: iid, gaussian, tables")
     ap.add_argument("--data", nargs="+", help="ignored (synthetic data only)")
     args = ap.parse_args(argv)
+    families = set(split_names(args.codecs) or ["iid", "gaussian", "tables"])
+    if families - {"iid", "gaussian", "tables"}:
+        ap.error(f"unknown families {sorted(families - {'iid', 'gaussian', 'tables'})}; known: gaussian, iid, tables")
     n = 100_000 if args.quick else 2_000_000
     repeats = 1 if args.quick else 3
     rng = np.random.default_rng(0)
@@ -45,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
                       description=f"{symbols} synthetic symbols, best of {repeats} runs")
         rows.append((family, symbols, nbytes / ideal_bytes, symbols / enc_s / 1e6, symbols / dec_s / 1e6))
 
-    families = set(args.codecs or ["iid", "gaussian", "tables"])
     if "iid" in families:
         x = rng.geometric(0.15, n) - 1
         enc, blob = _best_of(lambda: entropy.encode_symbols(x), repeats)

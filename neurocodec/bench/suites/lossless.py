@@ -1,6 +1,7 @@
 """Lossless image coding on MNIST-5k: pc against PNG, WebP, JPEG-XL and lzma/bz2.
 
-    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python benchmarks/lossless/run.py [--quick]
+    OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 neurocodec bench lossless [--quick]
+    neurocodec bench lossless --data DIR [--codecs png,webp,jpegxl,pc] [--out DIR]   # your images
 
 Test set: the 1,000 test images of ``datasets.mnist_5k_split()`` (``--quick``: the first 50).
 pc uses the shipped ``model="mnist"`` (trained on the 4,000 train images only). Every number is
@@ -9,11 +10,14 @@ and the classical codecs, one file per image, plus one pc file holding the whole
 and bz2 compress the raw bytes of the whole test set. Also: the model's theoretical rate
 (-log2 p(x) / pixels), encode/decode images per second, and the speed-up of the cached-message
 conditionals over full re-evaluation per pixel at D = 784 (their tables must be identical).
-Writes benchmarks/results/lossless/mnist_5k/<codec>.json and prints a table.
+Writes <results>/lossless/mnist_5k/<codec>.json and prints a table.
+
+``--data`` (image files or folders of images) replaces MNIST and the held-out photos by those
+images: pc (``model="natural"``), PNG, WebP and JPEG-XL, one file per image, written to
+``<results>/lossless/<folder name>/<codec>.json`` (``--quick``: 128x128 centre crops).
 """
 from __future__ import annotations
 
-import argparse
 import bz2
 import lzma
 import math
@@ -22,10 +26,14 @@ import time
 
 import numpy as np
 
-import neurocodec
-from neurocodec import container as ncx
-from neurocodec import datasets
-from neurocodec.bench.results import write_results
+from ... import codec as api
+from ... import container as ncx
+from ... import datasets
+from ...errors import NeurocodecError
+from ..results import default_results_dir, write_results
+from ._shared import centre_crop, load_photos, parser, split_names
+
+CODECS = ("pc", "png", "webp", "jpegxl", "lzma", "bz2")
 
 PAPER = {"pc_paper_coded_bpd": 1.24, "hclt_paper_theoretical_bpd": 1.20,
          "note": "Liu et al. ICLR 2022 (MNIST, 60k train images, M=32); ours trains on 4,000"}
@@ -42,13 +50,13 @@ def per_image(codec: str, x: np.ndarray, **params) -> tuple[float, float, float,
     total, payload, t_enc, t_dec = 0, 0, 0.0, 0.0
     for img in x:
         t = time.perf_counter()
-        blob = neurocodec.encode(img, codec=codec, **params)
+        blob = api.encode(img, codec=codec, **params)
         t_enc += time.perf_counter() - t
         t = time.perf_counter()
-        back = neurocodec.decode(blob)
+        back = api.decode(blob)
         t_dec += time.perf_counter() - t
         if not np.array_equal(back, img):
-            raise SystemExit(f"{codec}: round trip failed")
+            raise NeurocodecError(f"{codec}: round trip failed")
         total += len(blob)
         payload += sum(len(v) for v in ncx.unpack(blob).sections.values())
     return _bpd(total, x.size), _bpd(payload, x.size), t_enc, t_dec
@@ -56,7 +64,7 @@ def per_image(codec: str, x: np.ndarray, **params) -> tuple[float, float, float,
 
 def speedup(x: np.ndarray, count: int) -> dict:
     from neurocodec.codecs.pc import coding
-    from neurocodec.codecs.pc.circuit import load_model
+    from neurocodec.codecs.pc.model import load_model
     from neurocodec.codecs.pc.codec import PRECISION
 
     circ = load_model("mnist").circuits[1]
@@ -75,13 +83,23 @@ def speedup(x: np.ndarray, count: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser("lossless", __doc__)
     ap.add_argument("--quick", action="store_true", help="50 test images (CI, < 3 min)")
-    ap.add_argument("--out", help="results folder (default benchmarks/results)")
-    ap.add_argument("--codecs", nargs="+", default=["pc", "png", "webp", "jpegxl", "lzma", "bz2"])
-    ap.add_argument("--data", nargs="+", help="ignored (MNIST-5k and the held-out photos)")
+    ap.add_argument("--out", help="results folder (default: see neurocodec.bench.results.default_results_dir)")
+    ap.add_argument("--codecs", nargs="+", help=f"only these (space- or comma-separated; default {','.join(CODECS)})")
+    ap.add_argument("--data", nargs="+", help="image files or folders of images (default: MNIST-5k and the held-out photos)")
     ap.add_argument("--no-photos", action="store_true", help="skip the held-out photo comparison")
     args = ap.parse_args(argv)
+    args.codecs = split_names(args.codecs) or list(CODECS)
+    if set(args.codecs) - set(CODECS):
+        ap.error(f"unknown codecs {sorted(set(args.codecs) - set(CODECS))}; known: {', '.join(CODECS)}")
+    args.out = args.out or str(default_results_dir(args.quick))
+    if args.data:
+        label, imgs = load_photos(args.data)
+        rows = photos(args.quick, args.codecs, {"quick": args.quick, "out_dir": args.out}, imgs, label or "photos")
+        _print_photos(rows, f"{', '.join(imgs)} ({'128x128 centre crops' if args.quick else 'full'}), one file per image")
+        print(f"results: {args.out}/lossless/{label or 'photos'}", file=sys.stderr)
+        return 0
     _, (x_test, _) = datasets.mnist_5k_split()
     x = x_test[:50] if args.quick else x_test
     n, px = len(x), x.size
@@ -89,20 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     common = {"quick": args.quick, "out_dir": args.out}
 
     if "pc" in args.codecs:
-        from neurocodec.codecs.pc.circuit import load_model
+        from neurocodec.codecs.pc.model import load_model
+        from neurocodec.weights import thaw
 
         model = load_model("mnist")
         circ = model.circuits[1]
         theo = float(-circ.log_likelihood(x.reshape(n, -1).astype(np.int16)).sum() / (px * math.log(2)))
-        neurocodec.decode(neurocodec.encode(x[:2], codec="pc", model="mnist"))  # warm-up
+        api.decode(api.encode(x[:2], codec="pc", model="mnist"))  # warm-up
         t = time.perf_counter()
-        blob = neurocodec.encode(x, codec="pc", model="mnist")
+        blob = api.encode(x, codec="pc", model="mnist")
         t_enc = time.perf_counter() - t
         t = time.perf_counter()
-        back = neurocodec.decode(blob)
+        back = api.decode(blob)
         t_dec = time.perf_counter() - t
         if not np.array_equal(back, x):
-            raise SystemExit("pc: batch round trip failed")
+            raise NeurocodecError("pc: batch round trip failed")
         batch_bpd = _bpd(len(blob), px)
         img_bpd, img_payload, e1, d1 = per_image("pc", x, model="mnist")
         sp = speedup(x, 2 if args.quick else 5)
@@ -114,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
             "encoding_time": [t_enc / n], "decoding_time": [t_dec / n],
             "encode_images_per_s": [n / t_enc], "decode_images_per_s": [n / t_dec],
             "encode_images_per_s_per_image_files": [n / e1], "decode_images_per_s_per_image_files": [n / d1],
-        }, description=f"pc model=mnist (HCLT M={circ.num_states}, hash {model.model_hash}) on {n} test images; "
+        }, description=f"pc model=mnist (HCLT M={circ.num_states}, hash {model.short_digest}) on {n} test images; "
                        "bpd = one .ncx holding the batch; times per image", extra={
             "paper": PAPER, "conditional_speedup": sp, "file_bytes": len(blob), "images": n,
-            "model_info": {k: v for k, v in model.info.items() if k != "history"}}, **common)
+            "model_info": {k: thaw(v) for k, v in model.info.items() if k != "history"}}, **common)
         print(f"pc: theoretical {theo:.4f} bpd; conditionals: "
               f"efficient {sp['efficient_s_per_image'] * 1e3:.1f} ms/img, "
               f"naive {sp['naive_s_per_image'] * 1e3:.0f} ms/img, speed-up {sp['speedup']:.1f}x, "
@@ -144,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         e = time.perf_counter() - t
         t = time.perf_counter()
         if dec(comp) != raw:
-            raise SystemExit(f"{name}: round trip failed")
+            raise NeurocodecError(f"{name}: round trip failed")
         d = time.perf_counter() - t
         bpd = _bpd(len(comp), px)
         rows.append((name, "whole set", bpd, bpd, n / e, n / d))
@@ -164,22 +183,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<16} {unit:<10} {bpd:>7.3f} {pay:>8.3f} {e:>10.1f} {d:>10.1f}")
     if not args.no_photos:
         what = "128x128 centre crops" if args.quick else "full"
-        print(f"\nheld-out photos {', '.join(datasets.HELD_OUT_PHOTOS)} ({what}), one file per image")
-        print(f"{'codec':<16} {'bpd':>7} {'payload':>8} {'enc s':>8} {'dec s':>8}")
-        for name, bpd, pay, e, d in photo_rows:
-            print(f"{name:<16} {bpd:>7.3f} {pay:>8.3f} {e:>8.2f} {d:>8.2f}")
+        _print_photos(photo_rows, f"held-out photos {', '.join(datasets.HELD_OUT_PHOTOS)} ({what}), one file per image")
     return 0
 
 
-def photos(quick: bool, codecs: list[str], common: dict) -> list[tuple[str, float, float, float, float]]:
-    """The photos no model trained on: pc (model="natural", 8x8 patches) against the classical codecs."""
-    imgs = []
-    for name in datasets.HELD_OUT_PHOTOS:
-        im = datasets.load(name)
-        if quick:
-            h, w = im.shape[:2]
-            im = im[h // 2 - 64:h // 2 + 64, w // 2 - 64:w // 2 + 64]
-        imgs.append(np.ascontiguousarray(im))
+def _print_photos(rows: list[tuple[str, float, float, float, float]], title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'codec':<16} {'bpd':>7} {'payload':>8} {'enc s':>8} {'dec s':>8}")
+    for name, bpd, pay, e, d in rows:
+        print(f"{name:<16} {bpd:>7.3f} {pay:>8.3f} {e:>8.2f} {d:>8.2f}")
+
+
+def photos(quick: bool, codecs: list[str], common: dict, images: dict[str, np.ndarray] | None = None,
+           dataset: str = "photos_heldout") -> list[tuple[str, float, float, float, float]]:
+    """The photos no model trained on (or the user's ``images``): pc (model="natural", 8x8
+    patches) against the classical codecs, one file per image."""
+    if images is None:
+        images = {name: datasets.load(name) for name in datasets.HELD_OUT_PHOTOS}
+    # quick: the 128x128 centre crop (the held-out photos are all larger, so this is their old crop)
+    imgs = [centre_crop(im, 128) if quick else np.ascontiguousarray(im) for im in images.values()]
+    names = list(images)
     px = sum(im.size for im in imgs)
     rows = []
     for codec, params in (("pc", {"model": "natural"}), ("png", {}), ("webp", {}), ("jpegxl", {})):
@@ -188,19 +211,19 @@ def photos(quick: bool, codecs: list[str], common: dict) -> list[tuple[str, floa
         total, payload, e, d = 0, 0, 0.0, 0.0
         for im in imgs:
             t = time.perf_counter()
-            blob = neurocodec.encode(im, codec=codec, **params)
+            blob = api.encode(im, codec=codec, **params)
             e += time.perf_counter() - t
             t = time.perf_counter()
-            if not np.array_equal(neurocodec.decode(blob), im):
-                raise SystemExit(f"{codec}: photo round trip failed")
+            if not np.array_equal(api.decode(blob), im):
+                raise NeurocodecError(f"{codec}: photo round trip failed")
             d += time.perf_counter() - t
             total += len(blob)
             payload += sum(len(v) for v in ncx.unpack(blob).sections.values())
         rows.append((codec, _bpd(total, px), _bpd(payload, px), e, d))
-        write_results("lossless", "photos_heldout", codec, {
+        write_results("lossless", dataset, codec, {
             "bpd": [_bpd(total, px)], "bpd_payload": [_bpd(payload, px)], "encoding_time": [e / len(imgs)],
             "decoding_time": [d / len(imgs)]},
-            description=f"{codec} on {', '.join(datasets.HELD_OUT_PHOTOS)}"
+            description=f"{codec} on {', '.join(names)}"
                         f"{' (128x128 centre crops)' if quick else ''}, one .ncx per image; bpd over all subpixels",
             extra={"params": params}, **common)
     return rows

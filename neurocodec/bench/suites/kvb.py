@@ -2,7 +2,7 @@
 
 5 tasks of 2 classes (0/1, 2/3, ...), no task ids, the same number of epochs per task, on sklearn
 digits and MNIST 5k (``datasets.mnist_5k_split()``), over several seeds. Methods (one JSON each,
-``benchmarks/results/kvb/<dataset>/<method>.json``):
+``<results>/kvb/<dataset>/<method>.json``):
 
 * ``kvb``: the KV bottleneck (random projections, EMA k-means keys, learned values, key masking)
 * ``naive-linear``: a linear head on the same frozen encoder features, fine-tuned task after task
@@ -17,28 +17,27 @@ Bits per sample: ``bits_fixed`` = C*log2(K) for index codes (32 bits per float f
 on raw features), ``bits_coded`` = the actual ``kvb`` codec stream of the test set (entropy coded
 with tables learned from the training codes), container overhead excluded.
 
-Usage: ``python benchmarks/kvb/run.py [--quick] [--datasets digits mnist] [--seeds 0 1 2]``.
+Usage: ``neurocodec bench kvb [--quick] [--data digits mnist] [--seeds 0 1 2]``.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ...errors import UsageError
+from ..results import default_results_dir, write_results
+from ._shared import parser, split_names, torch_threads
 
-from neurocodec import datasets  # noqa: E402
-from neurocodec.bench.results import default_results_dir, write_results  # noqa: E402
-from neurocodec.codecs.kvb import KVBottleneck, make_encoder  # noqa: E402
-from neurocodec.codecs.kvb.baselines import LinearHead  # noqa: E402
-from neurocodec.codecs.kvb.codec import KVBCodec  # noqa: E402
-from neurocodec.codecs.kvb.data import digits_split  # noqa: E402
+if TYPE_CHECKING:  # the wing is imported inside the functions: importing this suite needs no torch
+    import torch
+
+    from neurocodec.codecs.kvb import KVBottleneck
+
+METHODS = ("kvb", "naive-linear", "vq-linear", "pq-kvb", "iid", "iid-linear", "kvb-conv_ae")
 
 TASKS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
 # per dataset: encoder, main bottleneck, product-quantization bottleneck, sweep grid
@@ -63,12 +62,16 @@ CONFIG = {
 }
 
 
-def load(name: str):
+def load(name: str) -> Any:
     if name == "digits":
+        from neurocodec.codecs.kvb.data import digits_split
+
         return digits_split()
     if name == "mnist":
+        from neurocodec import datasets
+
         return datasets.mnist_5k_split()
-    raise SystemExit(f"unknown dataset {name}")
+    raise UsageError(f"kvb: unknown dataset '{name}' (known: {', '.join(CONFIG)})")
 
 
 def task_accuracy(pred: np.ndarray, y: np.ndarray) -> list[float]:
@@ -86,11 +89,15 @@ def summarise(matrix: list[list[float]], after: list[float]) -> dict:
 
 
 def coded_bits(kvb: KVBottleneck, x: np.ndarray, mask: bool = True) -> float:
-    header, sections = KVBCodec().compress(x, model=kvb, mask=mask)
+    from neurocodec.codecs.kvb.codec import KVBCodec
+
+    sections = KVBCodec().compress(x, model=kvb, mask=mask)[1]  # (header, sections[, report])
     return 8 * len(sections["indices"]) / len(x)
 
 
 def make_kvb(cfg: dict, enc: tuple, seed: int, device: torch.device) -> KVBottleneck:
+    from neurocodec.codecs.kvb import KVBottleneck, make_encoder
+
     return KVBottleneck(make_encoder(enc[0], **enc[1]), seed=seed, device=device, **cfg)
 
 
@@ -122,6 +129,10 @@ def run_kvb(cfg, enc, data, seed, epochs, device, iid=False) -> dict:
 
 def run_linear(cfg, enc, data, seed, epochs, device, vq=False, iid=False) -> dict:
     """Linear head on encoder features (naive) or on the concatenated frozen keys (vq)."""
+    import torch
+
+    from neurocodec.codecs.kvb.baselines import LinearHead
+
     (xtr, ytr), (xte, yte) = data
     t0 = time.perf_counter()
     kvb = make_kvb(cfg, enc, seed, device)
@@ -169,23 +180,34 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser("kvb", __doc__)
     ap.add_argument("--quick", action="store_true",
                     help="CI mode: 1 seed, 100 epochs per task, small sweep, fewer MNIST methods (< 3 min)")
     ap.add_argument("--datasets", "--data", dest="datasets", nargs="+", default=["digits", "mnist"])
-    ap.add_argument("--codecs", nargs="+", help="only these methods (kvb, naive-linear, vq-linear, pq-kvb, iid, "
-                                                "iid-linear, kvb-conv_ae)")
+    ap.add_argument("--codecs", nargs="+", help=f"only these methods ({', '.join(METHODS)}; space- or comma-separated)")
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--epochs", type=int, help="epochs per task (default 500; quick 100)")
     ap.add_argument("--no-sweep", action="store_true")
-    ap.add_argument("--out", type=Path, help="results folder (default benchmarks/results, quick: results-quick)")
+    ap.add_argument("--out", type=Path, help="results folder (default: see neurocodec.bench.results.default_results_dir)")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON already under --out")
     args = ap.parse_args(argv)
+    args.codecs = split_names(args.codecs)
+    if args.codecs and set(args.codecs) - set(METHODS):
+        ap.error(f"unknown methods {sorted(set(args.codecs) - set(METHODS))}; known: {', '.join(METHODS)}")
+    args.datasets = split_names(args.datasets)
+    if set(args.datasets) - set(CONFIG):
+        ap.error(f"unknown datasets {sorted(set(args.datasets) - set(CONFIG))}; known: {', '.join(CONFIG)}")
     args.out = args.out or default_results_dir(args.quick)
     if args.plot_only:
         return replot(args.out, args.datasets, args.quick)
-    torch.set_num_threads(1)  # shared 2-core machines; the work is small per step
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with torch_threads(1):  # shared 2-core machines; the work is small per step (restored afterwards)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from neurocodec.runtime import resolve_device
+
+    device = resolve_device("auto")
     epochs = args.epochs or (100 if args.quick else 500)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     t_start = time.perf_counter()

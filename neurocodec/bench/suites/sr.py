@@ -10,7 +10,10 @@ Datasets written through ``write_results('sr', ...)``:
   (3 seeds: mean and std over seeds of the photo mean). The crop keeps the CPU cost of the
   diffusion path bounded; bicubic and LIIF are re-measured on the same crops for comparison.
 
-``python benchmarks/sr/run.py [--quick]``
+    neurocodec bench sr [--quick] [--data NAME|FILE|DIR ...] [--out DIR] [--steps 10 --crop 192]
+
+``--data`` with image files or folders names the datasets ``<folder name>`` and
+``<folder name>_crop<N>`` instead of ``held_out`` (grey and RGBA images are compared as RGB).
 """
 from __future__ import annotations
 
@@ -21,18 +24,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from neurocodec import datasets, metrics
-from neurocodec.bench.results import default_results_dir, write_results
-from neurocodec.codecs.ldm import api
-from neurocodec.codecs.ldm.train import resize
+from ... import metrics
+from ..results import default_results_dir, write_results
+from ._shared import centre_crop, load_photos, parser, split_names, to_rgb, torch_threads
 
 SCALES = (2.0, 3.0, 4.0, 2.5, 3.7, 6.0, 8.0)
 
 
 def make_pair(hr: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
     """(HR cropped to round(lr x s), LR) for scale ``s``."""
+    from neurocodec.codecs.ldm import api
+    from neurocodec.codecs.ldm.image import resize
+
     h, w = hr.shape[:2]
     lh, lw = int(math.floor(h / s)), int(math.floor(w / s))
     oh, ow = api.output_size(lh, lw, s)
@@ -48,28 +52,36 @@ def scores(out: np.ndarray, ref: np.ndarray, s: float) -> tuple[float, float, fl
 
 
 def center(img: np.ndarray, n: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    y, x = (h - n) // 2, (w - n) // 2
-    return np.ascontiguousarray(img[y : y + n, x : x + n])
+    """The centre ``n x n`` crop (smaller sides kept whole)."""
+    return centre_crop(img, n)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser("sr", __doc__)
     ap.add_argument("--quick", action="store_true", help="CI mode: fewer scales, seeds and steps")
     ap.add_argument("--weights", type=Path, default=None, help="ldm weights folder (default: shipped)")
     ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=None,
-                    help="results root (default benchmarks/results; --quick: benchmarks/results-quick)")
+                    help="results root (default: see neurocodec.bench.results.default_results_dir)")
     ap.add_argument("--codecs", nargs="+", help="methods; the suite always measures bicubic, liif and diffusion together")
-    ap.add_argument("--data", nargs="+", help="photo names (default: the held-out astronaut, coffee, chelsea)")
+    ap.add_argument("--data", nargs="+",
+                    help="photo names, image files or folders of images (default: the held-out astronaut, coffee, chelsea)")
     ap.add_argument("--steps", type=int, default=10, help="DDIM steps of the diffusion path")
     ap.add_argument("--strength", type=float, default=None,
                     help="SDEdit strength of the diffusion path (default: the api's default)")
     ap.add_argument("--crop", type=int, default=192, help="HR crop side for the diffusion comparison")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
     a = ap.parse_args(argv)
-    if a.codecs and set(a.codecs) != {"bicubic", "liif", "diffusion"}:
+    if a.codecs and set(split_names(a.codecs)) != {"bicubic", "liif", "diffusion"}:
         ap.error("the sr suite measures bicubic, liif and diffusion together (each is the others' reference)")
-    torch.set_num_threads(a.threads)
+    with torch_threads(a.threads):  # restored afterwards: the suite may run inside the caller's process
+        return _run(a)
+
+
+def _run(a: argparse.Namespace) -> int:
+    from neurocodec import datasets
+    from neurocodec.codecs.ldm import api
+    from neurocodec.codecs.ldm.image import resize
+
     # quick (CI) mode: centre 256px crops, 3 scales, diffusion at x4 only on 96px crops, 2 seeds, 4 steps
     scales = (2.0, 3.7, 8.0) if a.quick else SCALES
     diff_scales = (4.0,) if a.quick else SCALES
@@ -77,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = min(a.steps, 4) if a.quick else a.steps
     if a.quick:
         a.crop = min(a.crop, 96)
-    photos = {n: datasets.load(n)[..., :3] for n in (a.data or datasets.HELD_OUT_PHOTOS)}
+    label, loaded = load_photos(a.data or datasets.HELD_OUT_PHOTOS)
+    dataset = label or "held_out"
+    photos = {n: to_rgb(p) for n, p in loaded.items()}
     if a.quick:
         photos = {n: center(p, 256) for n, p in photos.items()}
     out_dir = a.out_dir or default_results_dir(a.quick)
@@ -108,12 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             full[m]["ssim-rgb"].append(arr[:, 1].mean())
             full[m]["time"].append(arr[:, 2].mean())
     for m in full:
-        write_results("sr", "held_out", m, full[m], quick=a.quick, out_dir=out_dir,
-                      description=f"{m} on the full held-out photos; RGB, shave ceil(scale)",
+        write_results("sr", dataset, m, full[m], quick=a.quick, out_dir=out_dir,
+                      description=f"{m} on the full {'held-out photos' if label is None else dataset + ' photos'}; "
+                                  "RGB, shave ceil(scale)",
                       extra={"per_photo": per_photo[m], "photos": list(photos), **env})
 
     # ---- centre crops: bicubic vs LIIF vs diffusion (seeds)
     crops = {n: center(img, a.crop) for n, img in photos.items()}
+    sample_name = "coffee" if "coffee" in crops else next(iter(crops))
     keys = ("scale", "psnr-rgb", "ssim-rgb", "detail-ratio", "psnr-rgb-std", "ssim-rgb-std", "detail-ratio-std", "time")
     cres: dict[str, dict] = {m: {k: [] for k in keys} for m in ("bicubic", "liif", "diffusion")}
     samples: dict[float, dict] = {}
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             sr = api.upsample(lr, s, weights_dir=a.weights)
             runs["bicubic"].append(scores(bic, hr, s))
             runs["liif"].append(scores(sr, hr, s))
-            if name == "coffee":
+            if name == sample_name:
                 samples[s] = {"hr": hr, "bicubic": bic, "liif": sr}
         for seed in seeds:
             vals = []
@@ -138,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                  weights_dir=a.weights)
                 times.append(time.perf_counter() - t0)
                 vals.append(scores(d, hr, s))
-                if name == "coffee" and seed == 0:
+                if name == sample_name and seed == 0:
                     samples[s]["diffusion"] = d
             seed_means.append(np.mean(vals, axis=0))
         for m in ("bicubic", "liif"):
@@ -149,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in zip(keys, (s, *sm.mean(axis=0), *sm.std(axis=0), np.mean(times))):
             cres["diffusion"][k].append(v)
     for m in cres:
-        write_results("sr", f"held_out_crop{a.crop}", m, cres[m], quick=a.quick, out_dir=out_dir,
-                      description=f"{m} on centre {a.crop}px crops of the held-out photos; diffusion: "
+        write_results("sr", f"{dataset}_crop{a.crop}", m, cres[m], quick=a.quick, out_dir=out_dir,
+                      description=f"{m} on centre {a.crop}px crops of the {'held-out' if label is None else dataset} "
+                                  "photos; diffusion: "
                                   f"{len(seeds)} seeds, {steps} DDIM steps, strength {strength:g}, std over seeds; "
                                   "detail-ratio = gradient energy relative to the original (1 = as sharp)",
                       extra={"seeds": list(seeds), "steps": steps, **env})
@@ -171,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
 
     # ---- sample crops and a plot (full mode only: CI does not need pictures)
+    print(f"results: {out_dir / 'sr'}")
     if not a.quick:
         from neurocodec.io import write_image
 
@@ -180,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             row = [d[k] for k in ("hr", "bicubic", "liif", "diffusion") if k in d]
             n = min(r.shape[0] for r in row), min(r.shape[1] for r in row)
             strip = np.concatenate([r[: n[0], : n[1]] for r in row], axis=1)
-            write_image(pics / f"coffee_x{s:g}_hr_bicubic_liif_diffusion.png", strip)
+            write_image(pics / f"{sample_name}_x{s:g}_hr_bicubic_liif_diffusion.png", strip)
         # the same latent model, unconditional: what `neurocodec generate --size 128x128 --seed N` draws
         gens = [api.generate(128, 128, seed=seed, steps=20, weights_dir=a.weights) for seed in range(4)]
         write_image(pics / "generate_128x128_seeds0-3.png", np.concatenate(gens, axis=1))

@@ -1,7 +1,8 @@
 """Video benchmark: HNeRV and NeRV against x264 / x265 / SVT-AV1 on carphone and bunny.
 
-    .venv/bin/python benchmarks/video/run.py [--quick] [--data carphone|bunny|all] [--epochs N]
-    .venv/bin/python benchmarks/video/run.py --screen     # only the learning-rate screens
+    neurocodec bench video [--quick] [--data carphone|bunny|all|CLIP ...] [--epochs N]
+    neurocodec bench video --data clip.mp4 [--codecs x265,hnerv]   # your own clips (any file PyAV reads)
+    neurocodec bench video --screen             # only the learning-rate screens
 
 Every RD point runs in its own worker process (so its peak memory is its own, measured with
 ``wait4``): encode through ``neurocodec.encode`` (bits = the whole ``.ncx``), decode (timed, frames
@@ -10,10 +11,12 @@ torch thread (the machine is shared); ffmpeg uses its defaults.
 
 HNeRV points are rate targets (``target_bpp``); each NeRV point gets the same parameter count
 (``target_params`` = the HNeRV point's decoder + embedding values) and the same epochs, which is the
-paper's comparison. Results: ``benchmarks/results/video/<dataset>/<codec>.json`` (written after every
-point, so an interrupted run leaves valid files), ``rd.png``, and ``summary.json`` with BD-rates.
-Full runs cache points in ``--cache`` (default /tmp/neurocodec_video_bench) so a rerun resumes;
-``--quick`` uses a fresh temporary folder for cache and results unless told otherwise.
+paper's comparison. Results: ``<results>/video/<dataset>/<codec>.json`` (written after every
+point, so an interrupted run leaves valid files; BD-rates and the HNeRV-NeRV pairs in
+``hnerv.json``'s ``extra``), ``rd.png`` and ``table.md``. A clip given by path is the dataset named
+after its file (``clip.mp4`` -> ``clip``; ``--quick``: its first 8 frames), with the carphone bpp
+targets and a learning-rate screen at 0.1 bpp. Full runs cache points in ``--cache`` (default
+/tmp/neurocodec_video_bench) so a rerun resumes; ``--quick`` uses a fresh temporary cache.
 """
 from __future__ import annotations
 
@@ -27,8 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ...errors import InputError
+from ._shared import parser, split_names
+
+#: The module the RD-point workers run (``python -m``): this file, by its import name, since
+#: ``__name__`` is ``__main__`` when it runs as a worker itself.
+_WORKER_MODULE = "neurocodec.bench.suites.video"
+BUILTIN = ("carphone", "bunny")
+CODECS = ("x264", "x265", "svtav1", "hnerv", "nerv")
 
 CLASSICAL = {
     "x264": {"preset": "veryslow", "crf": [23, 28, 33, 38, 43, 48]},
@@ -36,6 +45,7 @@ CLASSICAL = {
     "svtav1": {"preset": "4", "crf": [35, 42, 49, 56, 63]},
 }
 FULL_BPP = {"carphone": [0.06, 0.1, 0.16, 0.25], "bunny": [0.03, 0.06, 0.1, 0.16]}
+USER_BPP = FULL_BPP["carphone"]  # a clip given by path: the carphone targets
 #: Learning rates: each codec gets its own best of ``LR_GRID`` on each clip, from a screen at equal
 #: size and ``SCREEN_EPOCHS`` epochs (``lr_screen``, run before the RD points; ``lr_screen.json``).
 #: The official recipe's 1e-3 is tuned for 300 epochs; at the 20-40 epochs a CPU affords both codecs
@@ -43,12 +53,19 @@ FULL_BPP = {"carphone": [0.06, 0.1, 0.16, 0.25], "bunny": [0.03, 0.06, 0.1, 0.16
 LR_GRID = (0.004, 0.01, 0.015, 0.025, 0.04, 0.06)
 SCREEN_EPOCHS = 20
 SCREEN_PARAMS = {"carphone": 36773, "bunny": 63801}  # the second-smallest RD point of each clip
+USER_SCREEN_BPP = 0.1  # a clip given by path: both codecs screened at this target_bpp (about equal size)
 
 
 # ----------------------------------------------------------------------------------- data
 def load_clip(name: str, quick: bool) -> np.ndarray:
+    """A built-in clip (``carphone``, ``bunny``) or any video file PyAV reads, as ``T,H,W,3`` uint8
+    (``quick``: the first 8 frames)."""
     from neurocodec import datasets
 
+    if name not in BUILTIN:
+        from neurocodec.io import read_video
+
+        return np.ascontiguousarray(read_video(name, max_frames=8 if quick else None))
     if name == "carphone":
         clip = datasets.load("carphone")  # 120 x 144 x 176
     elif name == "bunny":
@@ -56,8 +73,6 @@ def load_clip(name: str, quick: bool) -> np.ndarray:
 
         src = datasets.load("bunny")  # 132 x 720 x 1280 -> 180 x 320 (area resampling)
         clip = np.stack([np.asarray(Image.fromarray(f).resize((320, 180), Image.Resampling.BOX)) for f in src])
-    else:
-        raise SystemExit(f"unknown dataset {name}")
     return np.ascontiguousarray(clip[:8] if quick else clip)
 
 
@@ -75,8 +90,9 @@ def worker(spec: dict) -> dict:
 
     clip = np.load(spec["clip"])
     t0 = time.perf_counter()
-    blob = neurocodec.encode(clip, codec=spec["codec"], **spec["params"])
+    encoded = neurocodec.encode_with_report(clip, codec=spec["codec"], **spec["params"])
     enc = time.perf_counter() - t0
+    blob = encoded.blob
     t0 = time.perf_counter()
     rec = neurocodec.decode(blob, **spec.get("decode", {}))
     dec = time.perf_counter() - t0
@@ -92,7 +108,10 @@ def worker(spec: dict) -> dict:
         "decoding_time": dec,
         "decode_fps": clip.shape[0] / dec,
         "params": spec["params"],
-        "fit": header.get("fit"),
+        # the neural codecs' fit report (model size, epochs, lr used, seconds): returned by the encode
+        # (files of codec version 1 carried it in the header); the loss curve is left out
+        "fit": ({k: v for k, v in encoded.report.items() if k != "history"} if encoded.report
+                else header.get("fit")),
         # this process's peak, or that of a child it ran (ffmpeg), whichever is larger
         "vmhwm_mb": max(_vmhwm_mb() or 0.0, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0) or None,
     }
@@ -120,8 +139,13 @@ def run_point(spec: dict, cache: Path) -> dict | None:
             res["peak_memory_mb"] = res["vmhwm_mb"]
         return res
     t0 = time.time()
-    proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=None, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # cwd = the folder holding this neurocodec package, so `-m` finds this very copy of it first
+    # (an installed wheel or the checkout), whatever the caller's working directory holds
+    import neurocodec
+
+    proc = subprocess.Popen([sys.executable, "-m", _WORKER_MODULE, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=None, cwd=Path(neurocodec.__file__).resolve().parent.parent,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = proc.stdout.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
@@ -217,22 +241,43 @@ def plot(dataset: str, curves: dict[str, list[dict]], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ main
-def bench_dataset(dataset: str, args: argparse.Namespace) -> dict:
+def clip_label(source: str) -> str:
+    """The dataset name of a clip: a built-in name as it is, a file by its name without suffix."""
+    return source if source in BUILTIN else Path(source).stem
+
+
+def _cache_key(source: str) -> str:
+    """The cache folder of a clip: a file's name plus a digest of its bytes, so two clips with one
+    name (or an edited clip) never share cached RD points."""
+    if source in BUILTIN:
+        return source
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(source, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{Path(source).stem}-{digest.hexdigest()[:12]}"
+
+
+def bench_dataset(source: str, args: argparse.Namespace) -> dict:
+    """Every requested codec on one clip (a built-in name or a video file)."""
     from neurocodec.bench.results import default_results_dir
 
-    clip = load_clip(dataset, args.quick)
-    cache = Path(args.cache) / ("quick" if args.quick else "full") / dataset
+    dataset = clip_label(source)
+    clip = load_clip(source, args.quick)
+    cache = Path(args.cache) / ("quick" if args.quick else "full") / _cache_key(source)
     cache.mkdir(parents=True, exist_ok=True)
     clip_path = cache / "clip.npy"
     np.save(clip_path, clip)
-    # quick (CI) results never overwrite the committed full results unless --out-dir says so
-    out_dir = Path(args.out_dir) if args.out_dir else (Path(args.cache) / "quick_results" if args.quick else None)
-    base = (out_dir or default_results_dir()) / "video" / dataset
+    # quick (CI) results go to the quick results folder, never over the committed full results
+    out_dir = Path(args.out_dir) if args.out_dir else default_results_dir(args.quick)
+    base = out_dir / "video" / dataset
     curves: dict[str, list[dict]] = {}
     T, H, W = clip.shape[:3]
     print(f"== {dataset}: {T} frames {W}x{H}", flush=True)
     if args.screen:
-        lr_screen(dataset, clip_path, cache, args, base)
+        lr_screen(source, clip_path, cache, args, base)
         return {}
 
     for name in [c for c in ("x264", "x265", "svtav1") if c in args.codecs]:
@@ -246,9 +291,9 @@ def bench_dataset(dataset: str, args: argparse.Namespace) -> dict:
         _print(name, curves[name])
 
     epochs = args.epochs or (10 if args.quick else 40)
-    bpps = [0.1, 0.25] if args.quick else FULL_BPP[dataset]
+    bpps = [0.1, 0.25] if args.quick else FULL_BPP.get(source, USER_BPP)
     neural = [c for c in ("hnerv", "nerv") if c in args.codecs]
-    lr = lr_screen(dataset, clip_path, cache, args, base) if neural else {}
+    lr = lr_screen(source, clip_path, cache, args, base) if neural else {}
     curves.update({c: [] for c in neural})
     pairs = []
     for bpp in bpps:
@@ -290,6 +335,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace) -> dict:
     plot(dataset, curves, base / "rd.png")
     (base / "table.md").write_text(markdown_table(dataset, curves, summary))
     print(json.dumps({k: summary[k] for k in ("bd", "equal_size_equal_epochs")}, indent=1), flush=True)
+    print(f"results: {base}", flush=True)
     return summary
 
 
@@ -309,21 +355,26 @@ def lr_rows(codec: str, params: dict, lrs: tuple[float, ...], clip_path: Path, c
     return rows
 
 
-def lr_screen(dataset: str, clip_path: Path, cache: Path, args: argparse.Namespace, out_base: Path) -> dict[str, float]:
-    """Each neural codec at every ``LR_GRID`` step, equal size (``SCREEN_PARAMS``) and epochs: returns
-    each codec's best lr and writes ``lr_screen.json`` beside the dataset's results."""
+def lr_screen(source: str, clip_path: Path, cache: Path, args: argparse.Namespace, out_base: Path) -> dict[str, float]:
+    """Each neural codec at every ``LR_GRID`` step, equal size (``SCREEN_PARAMS``; a clip given by
+    path: ``USER_SCREEN_BPP``) and epochs: returns each codec's best lr and writes
+    ``lr_screen.json`` beside the dataset's results."""
     from neurocodec.bench.results import environment
 
+    dataset = clip_label(source)
+    size = ({"target_params": SCREEN_PARAMS[source]} if source in SCREEN_PARAMS
+            else {"target_bpp": USER_SCREEN_BPP})
     grid = LR_GRID[:2] if args.quick else LR_GRID
     epochs = 2 if args.quick else SCREEN_EPOCHS
     runs, best = [], {}
     for codec in [c for c in ("hnerv", "nerv") if c in args.codecs]:
-        params = {"epochs": epochs, "seed": 0, "device": "cpu", "target_params": SCREEN_PARAMS[dataset]}
+        params = {"epochs": epochs, "seed": 0, "device": "cpu", **size}
         mine = lr_rows(codec, params, grid, clip_path, cache)
         runs += mine
         if mine:
             best[codec] = max(mine, key=lambda r: r["psnr-rgb"])["lr"]
-    doc = {"description": f"learning-rate screen: {dataset}, {epochs} epochs, target_params {SCREEN_PARAMS[dataset]}, "
+    size_text = " ".join(f"{k} {v}" for k, v in size.items())
+    doc = {"description": f"learning-rate screen: {dataset}, {epochs} epochs, {size_text}, "
                           "seed 0, one torch thread; the RD points use each codec's best lr",
            "best_lr": best, "runs": runs, "quick": args.quick, "environment": environment()}
     out_base.mkdir(parents=True, exist_ok=True)
@@ -383,15 +434,17 @@ def _print(name: str, pts: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = parser("video", __doc__)
     ap.add_argument("--quick", action="store_true", help="8 frames, 10 epochs, 2 points per codec (CI)")
-    ap.add_argument("--data", nargs="+", default=["all"], choices=["carphone", "bunny", "all"])
-    ap.add_argument("--codecs", nargs="+", default=["x264,x265,svtav1,hnerv,nerv"],
+    ap.add_argument("--data", nargs="+", default=["all"],
+                    help="carphone, bunny, all (= both) and/or video files (default: all)")
+    ap.add_argument("--codecs", nargs="+", default=[",".join(CODECS)],
                     help="codecs (space- or comma-separated)")
     ap.add_argument("--epochs", type=int, default=None, help="training epochs of every neural point")
     ap.add_argument("--cache", default=None,
                     help="point cache (default /tmp/neurocodec_video_bench; --quick: a fresh temporary folder)")
-    ap.add_argument("--out-dir", "--out", dest="out_dir", default=None, help="results root (default benchmarks/results)")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", default=None,
+                    help="results root (default: see neurocodec.bench.results.default_results_dir)")
     ap.add_argument("--screen", action="store_true",
                     help="only the learning-rate screen of hnerv and nerv (lr_screen.json), no RD points")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -399,17 +452,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    args.codecs = split_names(args.codecs)
+    if set(args.codecs) - set(CODECS):
+        ap.error(f"unknown codecs {sorted(set(args.codecs) - set(CODECS))}; known: {sorted(CODECS)}")
+    sources: list[str] = []
+    for item in args.data:  # not split at commas: a file name may hold one
+        if item == "all":
+            sources += BUILTIN
+        elif item in BUILTIN:
+            sources.append(item)
+        elif Path(item).is_file():
+            sources.append(str(Path(item).resolve()))
+        elif Path(item).exists():
+            raise InputError(f"video --data: {item} is not a file (give video files, or carphone, bunny, all)")
+        else:
+            ap.error(f"--data: '{item}' is neither carphone, bunny, all nor an existing video file")
     if args.cache is None:
         import tempfile
 
         args.cache = tempfile.mkdtemp(prefix="neurocodec_video_quick_") if args.quick else "/tmp/neurocodec_video_bench"
-    args.codecs = [c for item in args.codecs for c in item.split(",") if c]
-    known = {"x264", "x265", "svtav1", "hnerv", "nerv"}
-    if set(args.codecs) - known:
-        ap.error(f"unknown codecs {sorted(set(args.codecs) - known)}; known: {sorted(known)}")
-    datasets = ["carphone", "bunny"] if "all" in args.data else list(dict.fromkeys(args.data))
-    for ds in datasets:
-        bench_dataset(ds, args)
+    args.cache = str(Path(args.cache).resolve())  # the workers run in another folder
+    for source in dict.fromkeys(sources):
+        bench_dataset(source, args)
     return 0
 
 
