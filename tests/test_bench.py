@@ -137,6 +137,10 @@ def test_bench_cli_runs_a_quick_suite(tmp_path):
     assert doc["quick"] and doc["results"]["rate_over_entropy"][0] < 1.01
     assert doc["environment"]["command"].startswith("neurocodec bench entropy")
     assert sorted(p.stem for p in (tmp_path / "entropy" / "synthetic").glob("*.json")) == ["iid", "tables"]
+    tables = json.loads((tmp_path / "entropy" / "synthetic" / "tables.json").read_text())["results"]
+    assert tables["rate_over_raw"] == [1.0]  # the layer adds no bytes to per-symbol tables
+    assert 1.0 <= doc["results"]["rate_over_raw"][0] < 1.01  # i.i.d.: only the stored count table
+    assert all(v > 0 for v in doc["results"]["encode_vs_raw"] + tables["decode_vs_raw"])
     proc = subprocess.run([sys.executable, "-m", "neurocodec.cli", "plot", "entropy", "--results", str(tmp_path),
                            "--x", "symbols", "--y", "encode_msym_per_s"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

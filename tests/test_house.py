@@ -262,3 +262,24 @@ def test_decode_devices_do_not_leak_into_encodes():
     before = neurocodec.encode(img, codec="ldm", quality=1)
     neurocodec.decode(before, scale=2.0)
     assert neurocodec.encode(img, codec="ldm", quality=1) == before
+
+
+def test_thread_policy_is_scoped_and_honours_the_environment(monkeypatch):
+    import torch
+
+    from neurocodec import runtime
+
+    monkeypatch.setenv("NEUROCODEC_THREADS", "3")
+    assert runtime.default_threads() == 3
+    monkeypatch.delenv("NEUROCODEC_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert runtime.default_threads() == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")
+    with pytest.raises(Exception, match="not a number of threads"):
+        runtime.default_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert 1 <= runtime.default_threads() <= (os.cpu_count() or 1)
+    before = torch.get_num_threads()
+    with runtime.threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
