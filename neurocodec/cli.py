@@ -16,19 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from . import container as ncx
-from .codec import get_codec, list_codecs
+from .codec import describe_codec, describe_codecs, get_codec
 from .errors import InputError, NeurocodecError, UnknownCodecError, UsageError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT = 0, 1, 2, 3
 
-# Modules that add their own subcommands with add_commands(subparsers); missing ones are skipped.
-_EXTENSIONS = (
-    "neurocodec.codecs.pc.cli",
-    "neurocodec.codecs.ldm.cli",
-    "neurocodec.codecs.kvb.cli",
-    "neurocodec.codecs.hnerv.cli",
-    "neurocodec.bench.cli",
-)
+# Modules that add their own subcommands with add_commands(subparsers, common), with the commands
+# each adds and their one-line help. Why a static table: importing a wing's cli module can import
+# torch (seconds), and `neurocodec --help`, `codecs`, `info` or a png encode must not pay for it.
+# A module is imported only when one of its commands is used; tests/test_cli.py checks this table
+# against what the modules really add. Modules missing from a build are left out.
+_EXTENSIONS: dict[str, dict[str, str]] = {
+    "neurocodec.codecs.pc.cli": {"pc": "probabilistic-circuit codec tools"},
+    "neurocodec.codecs.ldm.cli": {
+        "upsample": "resize an image to any scale (LIIF or latent diffusion)",
+        "generate": "sample an image from the latent diffusion model",
+        "ldm": "ldm model tools",
+    },
+    "neurocodec.codecs.kvb.cli": {"kvb": "discrete key-value bottleneck: fit, learn, predict"},
+    "neurocodec.codecs.hnerv.cli": {"hnerv": "video-as-a-network codecs (hnerv, nerv) tools"},
+    "neurocodec.bench.cli": {"bench": "run a benchmark suite (writes <results>/<suite>/...)",
+                             "plot": "draw RD curves and print a BD-rate table"},
+}
+
+# `encode -o FILE.EXT`: extensions written as the codec's own format (the payload of its single
+# section, no .ncx header), with the codecs that have that format
+RAW_OUTPUTS: dict[str, tuple[str, ...]] = {
+    ".png": ("png",), ".webp": ("webp",), ".jxl": ("jpegxl",), ".jpg": ("jpeg",), ".jpeg": ("jpeg",),
+    ".h264": ("x264",), ".264": ("x264",), ".hevc": ("x265",), ".h265": ("x265",), ".265": ("x265",),
+    ".obu": ("svtav1",), ".ivf": ("svtav1",),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,71 +141,283 @@ def _report(args: argparse.Namespace, text: str) -> None:
 
 
 # -------------------------------------------------------------------------------- commands
+def _busy(desc: str, enabled: bool) -> Any:
+    """A tqdm ticker (elapsed time, on stderr) for a step that reports no progress of its own; it
+    appears only once the step has run for 2 s, so quick steps stay silent."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return _Ticker(desc)
+
+
+class _Ticker:
+    """Elapsed time on stderr, drawn by a background thread from 2 s on."""
+
+    def __init__(self, desc: str, delay: float = 2.0) -> None:
+        self.desc, self.delay, self.bar = desc, delay, None
+
+    def __enter__(self) -> "_Ticker":
+        import threading
+
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+        self.thread.start()
+        return self
+
+    def _tick(self) -> None:
+        if self.stop.wait(self.delay):
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(desc=self.desc, total=None, bar_format="{desc}: {elapsed}", file=sys.stderr, leave=False,
+                        delay=1e-3)  # a delay: no drawing before start_t is moved back
+        self.bar.start_t -= self.delay  # count from the step's start
+        self.bar.refresh()
+        while not self.stop.wait(0.5):
+            self.bar.refresh()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _accepts(method: Any, declared: Any, name: str) -> bool:
+    """Whether a codec method takes keyword ``name`` (declared options, else its signature)."""
+    if declared is not None and any(p.name == name for p in declared):
+        return True
+    params = inspect.signature(method).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def output_plan(output: str, codec_name: str) -> str:
+    """``"ncx"`` or ``"raw"`` for an encode's output path; refuses (before any work) an extension
+    that is neither ``.ncx`` nor the codec's own format."""
+    suffix = Path(output).suffix.lower()
+    if suffix == ".ncx":
+        return "ncx"
+    if codec_name in RAW_OUTPUTS.get(suffix, ()):
+        return "raw"
+    own = sorted(ext for ext, names in RAW_OUTPUTS.items() if codec_name in names)
+    hint = f" or {', '.join(own)} (the codec's own format)" if own else ""
+    what = f"'{suffix}'" if suffix else "no extension"
+    raise UsageError(f"output '{output}' has {what}: codec '{codec_name}' writes .ncx{hint}")
+
+
+def raw_payload(box: "ncx.Container", codec_name: str, output: str) -> bytes:
+    """The codec's own file for a raw output: the payload of its one section (a single image or
+    one stream); refused where the .ncx header holds something the raw file cannot."""
+    sections = box.sections
+    header = box.header
+    if len(sections) != 1:
+        raise UsageError(f"{codec_name} made {len(sections)} sections (a batch): only a single image or stream "
+                         f"can be written as '{Path(output).suffix}'; write .ncx")
+    coded = header.get("coded_size")
+    shape = header.get("shape")
+    if coded and shape and list(coded) != list(shape[1:3]):
+        raise UsageError(f"{codec_name}: frames of {shape[2]}x{shape[1]} were padded to {coded[1]}x{coded[0]} "
+                         f"for 4:2:0; the raw stream would carry the padding: write .ncx")
+    payload = next(iter(sections.values()))
+    if Path(output).suffix.lower() == ".ivf":  # SVT-AV1 makes a low-overhead OBU stream: put it in IVF
+        payload = _remux(payload, "obu", "ivf")
+    return payload
+
+
+def _remux(payload: bytes, fmt_in: str, fmt_out: str) -> bytes:
+    import subprocess
+
+    from .codecs.classical import ffmpeg_exe
+
+    run = subprocess.run([ffmpeg_exe(), "-v", "error", "-f", fmt_in, "-i", "pipe:0", "-c", "copy", "-f", fmt_out,
+                          "pipe:1"], input=payload, capture_output=True)
+    if run.returncode != 0:
+        raise NeurocodecError(f"ffmpeg could not put the stream into {fmt_out}: "
+                              f"{run.stderr.decode(errors='replace').strip()[-300:]}")
+    return run.stdout
+
+
+def slice_frames(data: Any, frames: tuple[int | None, int | None], what: str) -> Any:
+    """``data[a:b]`` along the first axis (frames of a clip, images of a batch), refused when empty."""
+    import numpy as np
+
+    arr = np.asarray(data)
+    if arr.ndim < 4:
+        raise UsageError(f"--frames needs a video or a batch of images; {what} has shape {arr.shape}")
+    out = arr[slice(*frames)]
+    if out.shape[0] == 0:
+        raise UsageError(f"--frames {frames[0] if frames[0] is not None else ''}:"
+                         f"{frames[1] if frames[1] is not None else ''} selects no frames of {arr.shape[0]}")
+    return out
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     from . import io as nio
-    from .metrics import bpd, bpp
+    from .codec import measure_decoded
 
     try:
         codec = get_codec(args.codec)()
     except UnknownCodecError as exc:  # a name typed on the command line is a usage error
         raise UsageError(str(exc)) from None
     params = encode_params(codec, args)
-    data = nio.read_any(args.input)
-    if codec.kind == "video" and "fps" not in params and Path(args.input).suffix.lower() in nio.VIDEO_EXTENSIONS:
-        if "fps" in inspect.signature(codec.compress).parameters:
-            params["fps"] = nio.video_fps(args.input)
     output = args.output or str(Path(args.input).with_suffix(".ncx"))
+    plan = output_plan(output, codec.name)
+    frames = parse_frames(args.frames) if args.frames is not None else None
     refuse_overwriting_input(args.input, output)
+    suffix = Path(args.input).suffix.lower()
+    # a clip cut at a non-negative end need not be decoded past it
+    max_frames = frames[1] if frames is not None and frames[1] is not None and frames[1] >= 0 \
+        and (frames[0] is None or frames[0] >= 0) else None
+    if suffix in nio.VIDEO_EXTENSIONS and max_frames is not None:
+        data = nio.read_video(args.input, max_frames=max_frames)
+    else:
+        data = nio.read_any(args.input)
+    if frames is not None:
+        data = slice_frames(data, frames, args.input)
+    if codec.kind == "video" and "fps" not in params and suffix in nio.VIDEO_EXTENSIONS:
+        if _accepts(codec.compress, type(codec).params, "fps"):
+            params["fps"] = nio.video_fps(args.input)
+    show = not args.quiet
+    # the classical codecs report no progress of their own (a lossless WebP encode takes seconds)
+    own_bar = not type(codec).__module__.endswith(".classical")
     start = time.perf_counter()
-    encoded = codec.encode_with_report(data, progress=not args.quiet, **params)
-    blob = encoded.blob
+    with _busy(f"encoding ({codec.name})", show and not own_bar):
+        encoded = codec.encode_with_report(data, progress=show, **params)
     elapsed = time.perf_counter() - start
-    nio.write_bytes_atomic(output, blob)
-    shape = getattr(data, "shape", ())
-    rate = ""
-    if codec.kind in ("image", "video") and len(shape) >= 2:
-        rate = f"{bpp(len(blob), shape):.4f} bpp, {bpd(len(blob), shape):.4f} bpd"
-    elif shape:
-        rate = f"{8 * len(blob) / shape[0]:.1f} bits per sample"
-    psnr = encoded.report.get("psnr")
-    if isinstance(psnr, (int, float)):
-        rate += f", {psnr:.2f} dB PSNR"  # codecs that learn report the quality they reached
-    _report(args, f"{args.input} -> {output}: {len(blob)} bytes{', ' + rate if rate else ''} ({elapsed:.2f} s, {codec.name})")
+    blob = encoded.blob
+    if args.no_measure:
+        measured = None
+    else:
+        with _busy(f"decoding to measure ({codec.name})", show):
+            measured = measure_decoded(codec, data, encoded, encode_s=elapsed, params=params)
+    written = blob if plan == "ncx" else raw_payload(ncx.unpack(blob), codec.name, output)
+    nio.write_bytes_atomic(output, written)
+    summary = _summary(codec, data, blob, measured, encoded.report, elapsed)
+    if plan == "raw":  # the rate of the file written (no .ncx header); the .ncx size beside it
+        from .metrics import bpd, bpp
+
+        summary["ncx_bytes"] = summary["bytes"]
+        summary["bytes"] = len(written)
+        shape = summary["shape"]
+        summary["bpp"] = bpp(len(written), shape) if summary["bpp"] is not None else None
+        summary["bpd"] = bpd(len(written), shape) if summary["bpd"] is not None else None
+    if args.json:
+        doc = {"input": args.input, "output": output, "format": "ncx" if plan == "ncx" else Path(output).suffix[1:],
+               **summary}
+        print(json.dumps(doc, indent=2, default=str, allow_nan=False))
+        sys.stdout.flush()
+    else:
+        _report(args, f"{args.input} -> {output}: {_summary_line(summary, len(written), plan)}")
     return EXIT_OK
 
 
+def _summary(codec: Any, data: Any, blob: bytes, measured: Any, report: Any, elapsed: float) -> dict[str, Any]:
+    """The measurements of one encode as a JSON-safe dict (``--json`` prints it; the summary line
+    is written from it)."""
+    from .metrics import bpd, bpp
+
+    shape = tuple(getattr(data, "shape", ()) or ())
+    if measured is not None:
+        out = measured.to_json()
+    else:
+        out = {"codec": codec.name, "bytes": len(blob),
+               "bpp": bpp(len(blob), shape) if codec.kind in ("image", "video") and len(shape) >= 2 else None,
+               "bpd": bpd(len(blob), shape) if shape else None, "psnr": None, "ms_ssim": None, "psnr_yuv": None,
+               "lossless": None, "encode_s": elapsed, "decode_s": None}
+    out["kind"] = codec.kind
+    out["shape"] = list(shape)
+    if codec.kind not in ("image", "video") and shape:
+        out["bits_per_sample"] = 8 * len(blob) / shape[0]
+    psnr = report.get("psnr") if hasattr(report, "get") else None
+    if out.get("psnr") is None and isinstance(psnr, (int, float)):
+        out["psnr"] = float(psnr)  # what a learning codec reports reaching (when not measured here)
+        out["psnr_from"] = "encoder report"
+    clean = {}
+    for k, v in dict(report or {}).items():
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError):
+            continue
+        clean[k] = v
+    out["report"] = clean
+    return out
+
+
+def _summary_line(s: dict[str, Any], written: int, plan: str) -> str:
+    parts = [f"{written} bytes" + ("" if plan == "ncx" else
+                                   f" ({s['codec']}'s own format, no .ncx header; {s['ncx_bytes']} as .ncx)")]
+    if s.get("bpp") is not None:
+        parts.append(f"{s['bpp']:.4f} bpp")
+    if s.get("bpd") is not None:
+        parts.append(f"{s['bpd']:.4f} bpd")
+    if s.get("bits_per_sample") is not None:
+        parts.append(f"{s['bits_per_sample']:.1f} bits per sample")
+    if s.get("lossless"):
+        parts.append("lossless, verified")
+    else:
+        if s.get("psnr") is not None:
+            parts.append(f"{s['psnr']:.2f} dB PSNR" + (" (encoder's report)" if s.get("psnr_from") else ""))
+        if s.get("psnr_yuv") is not None:
+            parts.append(f"{s['psnr_yuv']:.2f} dB PSNR-YUV")
+        if s.get("ms_ssim") is not None:
+            parts.append(f"{s['ms_ssim']:.4f} MS-SSIM")
+    report = s.get("report") or {}
+    if report.get("model_choice") == "auto" and report.get("model"):
+        parts.append(f"model '{report['model']}' (chosen for this input)")
+    times = f"{s['encode_s']:.2f} s encode" + (f", {s['decode_s']:.2f} s decode" if s.get("decode_s") else "")
+    line = f"{', '.join(parts)} ({times}, {s['codec']})"
+    # what the codec wants the user to know: a raw fallback, a restarted or short fit, a missed target
+    notes = ([report["note"]] if isinstance(report.get("note"), str) else []) + \
+        [w for w in report.get("warnings") or () if isinstance(w, str)]
+    return line + "".join(f"\n  note: {n}" for n in notes)
+
+
 def refuse_overwriting_input(source: str, output: str) -> None:
-    """Refuse an output that is the input itself (same path, a ``./`` alias, a symlink or a hard
-    link to it): atomic writes would replace the user's data with our bytes. Checked before any work."""
-    src, out = Path(source), Path(output)
-    if not out.exists() or not src.exists():
-        return
-    try:
-        same = os.path.samefile(src, out)
-    except OSError:
-        same = src.resolve() == out.resolve()
-    if same:
-        raise UsageError(f"output '{output}' is the input '{source}': refusing to overwrite it")
+    """:func:`neurocodec.io.refuse_overwriting_input` (kept here for callers of the CLI module)."""
+    from .io import refuse_overwriting_input as refuse
+
+    refuse(source, output)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     from . import io as nio
 
     refuse_overwriting_input(args.input, args.output)
+    nio.check_output_format(args.output, lossless=args.lossless, pix_fmt=args.pix_fmt)  # before any work
     blob = nio.read_bytes(args.input)
     box = ncx.unpack(blob)
     codec = get_codec(box.codec)()
+    declared = type(codec).options
     options: dict[str, Any] = parse_params(args.param)
     if args.scale is not None:
         options["scale"] = args.scale
     if args.size is not None:
         options["size"] = parse_size(args.size)
-    if args.frames is not None:
-        options["frames"] = parse_frames(args.frames)
+    frames = parse_frames(args.frames) if args.frames is not None else None
+    slice_after = False
+    if frames is not None:
+        if _accepts(codec.decompress, declared, "frames"):
+            options["frames"] = frames
+        elif codec.kind == "video":
+            slice_after = True  # decoders without random access (x264, x265, SVT-AV1): decode all, then cut
+        else:
+            raise UsageError(f"--frames is for video codecs; '{box.codec}' is a {codec.kind} codec")
+    show = not args.quiet
+    if show and _accepts(codec.decompress, declared, "progress"):
+        options.setdefault("progress", True)
+        show_ticker = False
+    else:
+        show_ticker = show
     start = time.perf_counter()
-    data = codec.decode(box, **options)
+    with _busy(f"decoding ({box.codec})", show_ticker):
+        data = codec.decode(box, **options)
+    if slice_after:
+        data = slice_frames(data, frames, args.input)
     elapsed = time.perf_counter() - start
-    nio.write_any(args.output, data, fps=float(box.header.get("fps", 25.0)))
+    with _busy(f"writing {Path(args.output).name}", show):
+        nio.write_any(args.output, data, fps=float(box.header.get("fps", 25.0)), lossless=args.lossless,
+                      pix_fmt=args.pix_fmt)
     if hasattr(data, "_asdict"):
         what = ", ".join(f"{k} {tuple(getattr(v, 'shape', ()))}" for k, v in data._asdict().items())
     else:
@@ -214,7 +443,7 @@ def describe(blob: bytes) -> dict[str, Any]:
     shape = box.header.get("shape")
     if isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape):
         try:
-            kind = get_codec(box.codec).kind
+            kind = describe_codec(box.codec).kind  # read from the registry's source: no torch for info
         except NeurocodecError:
             kind = "image"
         if kind in ("image", "video") and len(shape) >= 2:
@@ -239,8 +468,10 @@ def cmd_codecs(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         print(codec_help(cls))
         return EXIT_OK
-    for name, cls in sorted(list_codecs().items()):
-        print(f"{name:<8} {cls.kind:<15} v{cls.version}  {cls.description}")
+    for name, info in sorted(describe_codecs().items()):
+        print(f"{name:<8} {info.kind:<15} v{info.version}  {info.description}")
+    sys.stdout.flush()
+    print("\n`neurocodec codecs NAME` lists a codec's parameters.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -261,7 +492,16 @@ def codec_help(cls: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
+def _wing_available(module_name: str) -> bool:
+    """Whether a wing's cli module is part of this build, found without importing its package."""
+    root = Path(__file__).resolve().parent
+    return root.joinpath(*module_name.split(".")[1:]).with_suffix(".py").is_file()
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command line. The wing modules (and what they import) are loaded only for the command
+    ``argv`` names; every other wing command is a placeholder with its help line, so ``--help``
+    lists them all. ``argv=None`` loads every wing (the full parser, for tests and docs)."""
     from . import __version__
 
     parser = _Parser(prog="neurocodec", description="Neural and classical codecs behind one container (.ncx).")
@@ -271,14 +511,21 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("encode", parents=[common], help="encode a file to .ncx")
+    p = sub.add_parser("encode", parents=[common], help="encode a file to .ncx (or the codec's own format)")
     p.add_argument("input", help="image, video, .npy array or folder of images")
-    p.add_argument("-o", "--output", help="output .ncx (default: input name with .ncx)")
-    p.add_argument("-c", "--codec", required=True, help="codec name (see `neurocodec codecs`)")
+    p.add_argument("-o", "--output",
+                   help="output .ncx (default: input name with .ncx), or the codec's own format for a single image "
+                        "or stream: " + ", ".join(f"{e} ({'/'.join(c)})" for e, c in RAW_OUTPUTS.items()))
+    p.add_argument("-c", "--codec", required=True, help="codec name (see `neurocodec codecs`; "
+                                                         "`encode --codec NAME --help` lists its parameters)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="codec parameter (repeatable)")
     p.add_argument("--quality", type=int, help="quality preset (codec-specific range)")
-    p.add_argument("--bpp", type=float, help="target bits per pixel")
-    p.add_argument("--size", help="target file size in bytes (20000, 20k, 1.5M)")
+    p.add_argument("--bpp", type=float, help="target bits per pixel (codecs with a target_bpp parameter)")
+    p.add_argument("--size", help="target file size in bytes (20000, 20k, 1.5M; codecs with target_bytes)")
+    p.add_argument("--frames", help="encode only frames a:b of a video or images a:b of a batch (Python slice)")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON on stdout")
+    p.add_argument("--no-measure", action="store_true",
+                   help="skip the decode after encoding that measures PSNR/MS-SSIM (or checks a lossless result)")
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", parents=[common], help="decode a .ncx file")
@@ -288,37 +535,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="decode option (repeatable)")
     p.add_argument("--scale", type=float, help="render at this scale (arbitrary-scale codecs)")
     p.add_argument("--size", help="render at WxH (arbitrary-scale codecs)")
-    p.add_argument("--frames", help="decode only frames a:b (video codecs)")
+    p.add_argument("--frames", help="decode only frames a:b (every video codec; x264/x265/svtav1 decode the whole "
+                                    "clip and keep a:b, having no random access)")
+    p.add_argument("--lossless", action="store_true",
+                   help=".mp4/.mkv: exact RGB (H.264 4:4:4 RGB, which many players refuse) instead of the default "
+                        "yuv420p H.264 at crf 12 that plays everywhere")
+    p.add_argument("--pix-fmt", choices=("420", "444"), default=None,
+                   help=".y4m: chroma subsampling (default 444; 420 for tools that read only 4:2:0)")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", parents=[common], help="print a .ncx header as JSON")
-    p.add_argument("input")
+    p.add_argument("input", help=".ncx file")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("codecs", parents=[common], help="list the codecs available here, or one codec's parameters")
     p.add_argument("name", nargs="?", help="a codec: show its parameters with types, defaults and ranges")
     p.set_defaults(func=cmd_codecs)
 
-    for module_name in _EXTENSIONS:
-        try:
+    p = sub.add_parser("compare", parents=[common], help="several codecs at one rate or quality, side by side",
+                       description="For each codec find the setting nearest the target (bisection over its quality "
+                                   "parameter, or its target_bpp), write one labelled side-by-side PNG of a crop and "
+                                   "print a table.")
+    p.add_argument("input", help="image file")
+    p.add_argument("--codecs", required=True, help="comma-separated codec names, e.g. jpeg,webp,jpegxl,ldm")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--bpp", type=float, help="target rate in bits per pixel")
+    target.add_argument("--psnr", type=float, help="target PSNR-RGB in dB")
+    p.add_argument("-o", "--output", help="side-by-side PNG (default: INPUT-compare.png)")
+    p.add_argument("--crop", help="crop WxH+X+Y of the picture (default: up to 256x256 at the centre)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON on stdout")
+    p.set_defaults(func=cmd_compare)
+
+    command = next((a for a in (argv or []) if not a.startswith("-")), None) if argv is not None else None
+    for module_name, commands in _EXTENSIONS.items():
+        if not _wing_available(module_name):
+            continue
+        if argv is None or command in commands:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # that codec (or the bench harness) is not part of this build
-            raise
-        # add_commands(subparsers[, common]): common is the parent parser with --quiet/--debug
-        if len(inspect.signature(module.add_commands).parameters) >= 2:
-            module.add_commands(sub, common)
+            # add_commands(subparsers[, common]): common is the parent parser with --quiet/--debug
+            if len(inspect.signature(module.add_commands).parameters) >= 2:
+                module.add_commands(sub, common)
+            else:
+                module.add_commands(sub)
         else:
-            module.add_commands(sub)
+            for name, help_text in commands.items():  # a placeholder: never parsed, only listed
+                sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_cli
+
+    return compare_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         if _codec_help_requested(argv):
             return EXIT_OK
         try:
@@ -363,7 +638,7 @@ def _codec_help_requested(argv: list[str]) -> bool:
         cls = get_codec(name)
     except UnknownCodecError as exc:
         raise UsageError(str(exc)) from None
-    build_parser()._subparsers._group_actions[0].choices["encode"].print_help()  # noqa: SLF001
+    build_parser(["encode"])._subparsers._group_actions[0].choices["encode"].print_help()  # noqa: SLF001
     print()
     print(codec_help(cls))
     return True

@@ -6,6 +6,7 @@ used, so ``png`` never imports torch.
 """
 from __future__ import annotations
 
+import builtins as _builtins  # the Measured field ``bytes`` shadows the builtin
 import importlib
 import inspect
 from abc import ABC, abstractmethod
@@ -184,3 +185,204 @@ def decode(blob: bytes, **options: Any) -> Any:
     """Decode any ``.ncx`` byte string: the codec is read from the file."""
     box = ncx.unpack(blob)
     return get_codec(box.codec)().decode(box, **options)
+
+
+# ------------------------------------------------------------------------- light descriptions
+@dataclass(frozen=True)
+class CodecInfo:
+    """What ``neurocodec codecs`` lists about a codec, read without importing its module."""
+
+    name: str
+    kind: str
+    version: int
+    description: str
+
+
+_BASE_INFO = {"kind": "image", "description": ""}  # Codec's own defaults
+_UNKNOWN = object()
+
+
+def _module_file(module_name: str) -> Any:
+    """The source file of a ``neurocodec.*`` module, found without importing its package (a
+    wing's ``__init__`` may import torch)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    parts = module_name.split(".")[1:]
+    path = root.joinpath(*parts)
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _static_info(name: str) -> CodecInfo | None:
+    """``name``/``version``/``kind``/``description`` of a registered class, read from its module's
+    source with :mod:`ast` (following base classes defined in the same module). ``None`` when a
+    value is not a plain literal there: the caller then imports the module."""
+    import ast
+
+    module_name, class_name = _REGISTRY[name].split(":")
+    path = _module_file(module_name)
+    if path is None:
+        return None
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    wanted = ("name", "version", "kind", "description")
+    found: dict[str, Any] = {}
+
+    def visit(cls_name: str, depth: int) -> bool:
+        node = classes.get(cls_name)
+        if node is None or depth > 10:
+            return False
+        for stmt in node.body:
+            targets = []
+            if isinstance(stmt, ast.Assign):
+                targets = [t.id for t in stmt.targets if isinstance(t, ast.Name)]
+                value = stmt.value
+            elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.value is not None:
+                targets, value = [stmt.target.id], stmt.value
+            for target in targets:
+                if target in wanted and target not in found:
+                    try:
+                        found[target] = ast.literal_eval(value)
+                    except ValueError:
+                        found[target] = _UNKNOWN
+        for base in node.bases:
+            if all(k in found for k in wanted):
+                break
+            if isinstance(base, ast.Name) and base.id == "Codec":
+                for k, v in _BASE_INFO.items():
+                    found.setdefault(k, v)
+            elif isinstance(base, ast.Name) and not visit(base.id, depth + 1):
+                return False
+        return True
+
+    if not visit(class_name, 0) or any(found.get(k, _UNKNOWN) is _UNKNOWN for k in wanted):
+        return None
+    if found["name"] != name or not isinstance(found["version"], int):
+        return None
+    return CodecInfo(name, str(found["kind"]), int(found["version"]), str(found["description"]))
+
+
+def describe_codec(name: str) -> CodecInfo:
+    """A codec's name, kind, bitstream version and description, without importing its module
+    where its source states them as literals (so ``neurocodec codecs`` and ``info`` do not pay
+    for torch); otherwise the class is imported and asked."""
+    if name not in _REGISTRY:
+        raise UnknownCodecError(f"unknown codec '{name}' (known: {', '.join(sorted(_REGISTRY))})")
+    info = _static_info(name)
+    if info is not None:
+        return info
+    cls = _load(name)
+    return CodecInfo(cls.name, cls.kind, int(cls.version), cls.description)
+
+
+def describe_codecs() -> dict[str, CodecInfo]:
+    """:func:`describe_codec` of every registered codec whose module is part of this build.
+    Unlike :func:`list_codecs` this does not check that a codec's dependencies import."""
+    found: dict[str, CodecInfo] = {}
+    for name, target in _REGISTRY.items():
+        if _module_file(target.split(":")[0]) is None:
+            continue
+        try:
+            found[name] = describe_codec(name)
+        except (UnknownCodecError, MissingDependencyError):
+            continue
+    return found
+
+
+# ------------------------------------------------------------------------------- measurements
+@dataclass(frozen=True)
+class Measured:
+    """An encode with its measurements (:func:`measure`): the ``.ncx`` blob, the codec's report,
+    the file size, rate (``bpp`` for images and videos, ``bpd`` always), distortion (``psnr`` in
+    dB over RGB, ``ms_ssim`` for images, ``psnr_yuv`` for videos: 4:2:0 BT.601, 6:1:1 weighted),
+    ``lossless`` (decoded data equals the input) and wall-clock ``encode_s``/``decode_s``.
+    Distortion is ``None`` where it has no meaning (a representation codec, or a decode whose
+    shape differs from the input); ``psnr`` is ``inf`` for a lossless result."""
+
+    blob: _builtins.bytes
+    report: Mapping[str, Any]
+    bytes: int
+    bpp: float | None
+    bpd: float | None
+    psnr: float | None
+    ms_ssim: float | None
+    psnr_yuv: float | None
+    lossless: bool | None
+    encode_s: float
+    decode_s: float | None
+    codec: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the blob and the report, JSON-safe (``inf`` becomes ``null`` with
+        ``lossless: true`` saying why)."""
+        import math
+
+        out: dict[str, Any] = {}
+        for key in ("codec", "bytes", "bpp", "bpd", "psnr", "ms_ssim", "psnr_yuv", "lossless", "encode_s", "decode_s"):
+            value = getattr(self, key)
+            if isinstance(value, float) and not math.isfinite(value):
+                value = None
+            out[key] = value
+        return out
+
+
+def measure_decoded(codec: Codec, data: Any, encoded: Encoded, *, encode_s: float, decoded: Any = None,
+                    decode_s: float | None = None, params: Mapping[str, Any] | None = None) -> Measured:
+    """Measure an encode whose decode is ``decoded`` (decoded here when not given). Encode
+    ``params`` that the codec also declares as decode options (a user model file) are passed to
+    that decode."""
+    import time
+
+    import numpy as np
+
+    from . import metrics
+
+    blob = encoded.blob
+    shape = tuple(getattr(data, "shape", ()) or ())
+    nbytes = len(blob)
+    bpp_v = bpd_v = psnr_v = ms = yuv = None
+    lossless: bool | None = None
+    if shape:
+        bpd_v = metrics.bpd(nbytes, shape)
+    if codec.kind in ("image", "video") and len(shape) >= 2:
+        bpp_v = metrics.bpp(nbytes, shape)
+        if decoded is None:
+            start = time.perf_counter()
+            names = {p.name for p in (codec.options or ())}
+            decoded = codec.decode(blob, **{k: v for k, v in (params or {}).items() if k in names})
+            decode_s = time.perf_counter() - start
+        recon = np.asarray(decoded) if not hasattr(decoded, "_asdict") else None
+        ref = np.asarray(data)
+        if recon is not None and recon.shape == ref.shape:
+            lossless = bool(np.array_equal(recon, ref))
+            if lossless:
+                psnr_v = float("inf")
+            elif codec.kind == "video" and ref.ndim == 4:
+                psnr_v = metrics.video_psnr(ref, recon)
+            else:
+                psnr_v = metrics.psnr(ref, recon)
+            if not lossless:
+                is_video = codec.kind == "video" and ref.ndim == 4
+                if not is_video and ref.ndim in (2, 3) and min(ref.shape[:2]) >= 2:
+                    ms = metrics.ms_ssim(ref, recon)
+                if ref.ndim == 4 and ref.shape[-1] == 3 and ref.shape[1] % 2 == 0 and ref.shape[2] % 2 == 0:
+                    yuv = metrics.psnr_yuv(ref, recon)
+    return Measured(blob, encoded.report, nbytes, bpp_v, bpd_v, psnr_v, ms, yuv, lossless, encode_s, decode_s, codec.name)
+
+
+def measure(data: Any, codec: str, *, progress: bool = False, **params: Any) -> Measured:
+    """Encode ``data`` with the named codec, decode it once and measure: the one call a pipeline
+    needs instead of recomputing bpp and PSNR itself. Lossless results are checked for equality."""
+    import time
+
+    instance = get_codec(codec)()
+    start = time.perf_counter()
+    encoded = instance.encode_with_report(data, progress=progress, **params)
+    encode_s = time.perf_counter() - start
+    return measure_decoded(instance, data, encoded, encode_s=encode_s, params=params)

@@ -40,7 +40,7 @@ def _cases(available: set[str]) -> list[tuple[str, str, Any, dict[str, Any]]]:
         ("mnist x100", "jpegxl", digits, {}),
     ]
     neural = [
-        ("carphone 30f", "hnerv", clip, {"quality": 2, "time_budget": 40}),
+        ("carphone 30f", "hnerv", clip, {"quality": 6, "time_budget": 40}),
         ("astronaut/2", "ldm", photo, {"quality": 3}),
         ("mnist x100", "pc", digits, {"model": "mnist"}),
         ("mnist x100", "kvb", (digits, labels), {"model": "mnist"}),

@@ -19,6 +19,7 @@ from .errors import InputError, MissingDependencyError, UsageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".y4m")
+WRITABLE_VIDEO = (".mp4", ".mkv", ".mov", ".y4m")
 
 
 # ------------------------------------------------------------------------------- atomic output
@@ -168,28 +169,45 @@ def video_fps(path: str | os.PathLike) -> float:
     return float(rate) if rate else 25.0
 
 
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, lossless: bool = True) -> None:
-    """Write ``T,H,W,3`` uint8 to ``.y4m`` (raw YUV 4:4:4: the RGB->YUV conversion itself moves
-    values by up to ~2 levels, as y4m has no RGB) or ``.mp4``/``.mkv`` (x264, exact RGB when
-    ``lossless``, else crf 12 4:2:0 for players). Use ``.npy`` or PNG frames for exact output."""
+def check_video_output(path: str | os.PathLike, lossless: bool = False, pix_fmt: str | None = None) -> None:
+    """Refuse, before any work, options that do not fit a video output's extension."""
+    suffix = Path(path).suffix.lower()
+    if pix_fmt is not None and suffix != ".y4m":
+        raise UsageError(f"--pix-fmt is for .y4m output, not '{suffix or 'a folder'}'")
+    if pix_fmt is not None and pix_fmt not in ("420", "444"):
+        raise UsageError(f"--pix-fmt must be 420 or 444, got '{pix_fmt}'")
+    if lossless and suffix not in (".mp4", ".mkv", ".mov"):
+        raise UsageError(f"--lossless is for .mp4/.mkv/.mov output (the other formats are exact or fixed), "
+                         f"not '{suffix or 'a folder'}'")
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0, lossless: bool = False,
+                pix_fmt: str | None = None) -> None:
+    """Write ``T,H,W,3`` uint8 to ``.y4m`` (raw YUV, ``pix_fmt`` ``444`` (default) or ``420``: the
+    RGB->YUV conversion itself moves values by up to ~2 levels, as y4m has no RGB) or
+    ``.mp4``/``.mkv``/``.mov``. Why yuv420p H.264 (crf 12, preset slow, BT.601 tagged) is the
+    default: it is the one profile every player and browser plays; ``lossless`` keeps the exact
+    RGB pixels (libx264rgb, qp 0: High 4:4:4, which many players refuse). Use ``.npy`` or PNG
+    frames for exact output anywhere."""
     av = _av()
     frames = check_video(frames)
+    check_video_output(path, lossless, pix_fmt)
     suffix = Path(path).suffix.lower()
     from fractions import Fraction
 
     rate = Fraction(fps).limit_denominator(1001)
+    if suffix == ".y4m":
+        opts = {"codec": "rawvideo", "pix_fmt": "yuv420p" if pix_fmt == "420" else "yuv444p", "fmt": "yuv4mpegpipe"}
+    elif suffix in (".mp4", ".mkv", ".mov"):
+        opts = {"codec": "libx264rgb" if lossless else "libx264",
+                "pix_fmt": "rgb24" if lossless else "yuv420p", "fmt": None}
+    else:
+        raise UsageError(f"cannot write video as '{suffix}' (use .y4m, .mp4 or .mkv)")
+    h, w = frames.shape[1:3]
+    if opts["pix_fmt"] == "yuv420p" and (h % 2 or w % 2):
+        alt = "--pix-fmt 444" if suffix == ".y4m" else "--lossless"
+        raise UsageError(f"4:2:0 output needs even frame sizes, these are {w}x{h}: use {alt}, .npy or PNG frames")
     with atomic_path(path) as tmp:
-        if suffix == ".y4m":
-            opts = {"codec": "rawvideo", "pix_fmt": "yuv444p", "fmt": "yuv4mpegpipe"}
-        elif suffix in (".mp4", ".mkv", ".mov"):
-            # lossless: libx264rgb keeps the exact RGB pixels; lossy: crf 12, 4:2:0 for players
-            opts = {"codec": "libx264rgb" if lossless else "libx264",
-                    "pix_fmt": "rgb24" if lossless else "yuv420p", "fmt": None}
-        else:
-            raise UsageError(f"cannot write video as '{suffix}' (use .y4m, .mp4 or .mkv)")
-        h, w = frames.shape[1:3]
-        if opts["pix_fmt"] == "yuv420p" and (h % 2 or w % 2):
-            raise UsageError("lossy 4:2:0 output needs even frame sizes; use lossless output")
         with av.open(str(tmp), mode="w", format=opts["fmt"]) as box:
             stream = box.add_stream(opts["codec"], rate=rate)
             stream.width, stream.height = w, h
@@ -234,9 +252,34 @@ def read_any(path: str | os.PathLike) -> np.ndarray:
     raise InputError(f"{p}: unknown input type '{suffix}' (use .npy, an image, a video or a folder of images)")
 
 
-def write_any(path: str | os.PathLike, data: Any, fps: float = 25.0) -> None:
+def refuse_overwriting_input(source: str, output: str) -> None:
+    """Refuse an output that is the input itself (same path, a ``./`` alias, a symlink or a hard
+    link to it): atomic writes would replace the user's data with our bytes. Checked before any work."""
+    src, out = Path(source), Path(output)
+    if not out.exists() or not src.exists():
+        return
+    try:
+        same = os.path.samefile(src, out)
+    except OSError:
+        same = src.resolve() == out.resolve()
+    if same:
+        raise UsageError(f"output '{output}' is the input '{source}': refusing to overwrite it")
+
+
+def check_output_format(path: str | os.PathLike, lossless: bool = False, pix_fmt: str | None = None) -> None:
+    """Refuse an output extension :func:`write_any` cannot write (or options it does not take)
+    before any decoding is done."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".npy", ".npz", "", *IMAGE_EXTENSIONS, *WRITABLE_VIDEO):
+        raise UsageError(f"cannot write '{suffix}' (use .npy, .npz, .png, .y4m, .mp4, or a folder name)")
+    check_video_output(path, lossless, pix_fmt)
+
+
+def write_any(path: str | os.PathLike, data: Any, fps: float = 25.0, lossless: bool = False,
+              pix_fmt: str | None = None) -> None:
     """Write decoded data by the output extension: ``.npy``; ``.npz`` for named results (a mapping
-    or a named tuple); an image file; a video file; or a folder (no extension) of PNG frames."""
+    or a named tuple); an image file; a video file (``lossless``/``pix_fmt``: :func:`write_video`);
+    or a folder (no extension) of PNG frames."""
     p = Path(path)
     suffix = p.suffix.lower()
     if hasattr(data, "_asdict"):
@@ -258,7 +301,7 @@ def write_any(path: str | os.PathLike, data: Any, fps: float = 25.0) -> None:
             raise UsageError(f"data of shape {arr.shape} holds several images: write a folder, .npy or a video")
         write_image(p, arr)
     elif suffix in VIDEO_EXTENSIONS:
-        write_video(p, arr, fps=fps)
+        write_video(p, arr, fps=fps, lossless=lossless, pix_fmt=pix_fmt)
     elif suffix == "":
         frames = arr if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)) else arr[None]
         with atomic_path(p, is_dir=True) as tmp:

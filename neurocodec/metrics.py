@@ -1,4 +1,4 @@
-"""Quality and rate metrics: PSNR, SSIM / MS-SSIM, bpp, bpd, BD-rate / BD-PSNR.
+"""Quality and rate metrics: PSNR (RGB and YUV 4:2:0), SSIM / MS-SSIM, bpp, bpd, BD-rate / BD-PSNR.
 
 Images are ``H,W[,C]``; videos ``T,H,W,C`` (video PSNR and MS-SSIM are means over frames, as the
 NeRV/HNeRV papers and video codec tables report them). Values are 8-bit unless ``data_range`` says
@@ -10,8 +10,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import convolve1d
-
 from .errors import MissingDependencyError, UsageError
 
 # Wang, Simoncelli & Bovik (2003): weights of the 5 scales.
@@ -46,6 +44,49 @@ def video_psnr(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float
     return float(np.mean(values))
 
 
+# BT.601 limited range ("tv"), the matrix ffmpeg's rgb24 -> yuv420p conversion uses by default
+_BT601 = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+_BT601_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+def rgb_to_yuv420(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[T,]H,W,3`` uint8 RGB -> 8-bit Y (full size), U and V (half size each way): BT.601
+    limited range, rounded to integers, chroma as the mean of each 2x2 block (centre-sited).
+    Needs even height and width. ffmpeg's own scaler filters chroma slightly differently, so a
+    PSNR-YUV computed here on a decoded clip differs from ffmpeg's log by a few hundredths of a dB."""
+    x = np.asarray(frames, dtype=np.float64)
+    if x.shape[-1] != 3 or x.ndim not in (3, 4):
+        raise UsageError(f"PSNR-YUV needs RGB frames [T,]H,W,3, got shape {x.shape}")
+    h, w = x.shape[-3], x.shape[-2]
+    if h % 2 or w % 2:
+        raise UsageError(f"PSNR-YUV (4:2:0) needs even frame sizes, got {w}x{h}")
+    yuv = np.clip(np.rint(x @ _BT601.T + _BT601_OFFSET), 0, 255)
+    y = yuv[..., 0]
+    chroma = yuv[..., 1:].reshape(*x.shape[:-3], h // 2, 2, w // 2, 2, 2).mean(axis=(-4, -2))
+    chroma = np.clip(np.rint(chroma), 0, 255)
+    return y, chroma[..., 0], chroma[..., 1]
+
+
+def psnr_yuv(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """PSNR-YUV as video papers report it: both clips converted to 8-bit YUV 4:2:0 (BT.601, see
+    :func:`rgb_to_yuv420`), PSNR per plane per frame, weighted ``(6 Y + U + V) / 8``, mean over
+    frames. Takes ``T,H,W,3`` clips or ``H,W,3`` images (uint8 RGB, even sizes)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        raise UsageError(f"shapes differ: {a.shape} vs {b.shape}")
+    if a.ndim == 3:
+        a, b = a[None], b[None]
+    planes_a, planes_b = rgb_to_yuv420(a), rgb_to_yuv420(b)
+
+    def per_frame(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        err = np.mean((p - q) ** 2, axis=(1, 2))
+        with np.errstate(divide="ignore"):
+            return np.where(err == 0, np.inf, 10.0 * np.log10(data_range**2 / np.maximum(err, 1e-300)))
+
+    y, u, v = (per_frame(p, q) for p, q in zip(planes_a, planes_b))
+    return float(np.mean((6.0 * y + u + v) / 8.0))
+
+
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     w = np.exp(-(x**2) / (2 * sigma**2))
@@ -53,6 +94,8 @@ def _gaussian_window(size: int, sigma: float) -> np.ndarray:
 
 
 def _filter_valid(img: np.ndarray, win: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import convolve1d  # here, so importing metrics stays light (start-up)
+
     """Separable 'valid' filtering over the first two axes of an ``H,W,C`` array."""
     out = convolve1d(img, win, axis=0, mode="constant")
     out = convolve1d(out, win, axis=1, mode="constant")

@@ -80,7 +80,7 @@ _SAMPLES = {
 clip = datasets.load("carphone", max_frames=8 if QUICK else 30)
 codecs = [c for c in ("x265", "svtav1", "hnerv") if c in neurocodec.list_codecs()]
 params = {"x265": {"crf": 32, "preset": "slow"}, "svtav1": {"crf": 45, "preset": 6},
-          "hnerv": {"quality": 1, "epochs": 2 if QUICK else 60}}
+          "hnerv": {"target_bpp": 0.3, "epochs": 2 if QUICK else 60}}
 fig, axes = plt.subplots(1, len(codecs) + 1, figsize=(4 * (len(codecs) + 1), 3.4))
 axes[0].imshow(clip[-1]); axes[0].set_title("original"); axes[0].axis("off")
 for ax, name in zip(axes[1:], codecs):

@@ -144,3 +144,26 @@ def test_info_into_a_closed_pipe_ends_quietly(tmp_path, image_file):
                           capture_output=True, text=True, timeout=120)
     assert proc.stdout == "{\n  \""[:5]
     assert proc.stderr == "", proc.stderr
+
+
+def test_encode_summary_measures_and_raw_outputs(tmp_path, image_file):
+    proc = run("encode", image_file, "-c", "jpeg", "--quality", "60", "-o", tmp_path / "a.jpg", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["format"] == "jpg" and doc["lossless"] is False and 20 < doc["psnr"] < 50 and 0 < doc["ms_ssim"] < 1
+    assert (tmp_path / "a.jpg").read_bytes()[:2] == b"\xff\xd8" and doc["bytes"] == (tmp_path / "a.jpg").stat().st_size
+    proc = run("encode", image_file, "-c", "png", "-o", tmp_path / "a.ncx")
+    assert proc.returncode == 0 and "lossless, verified" in proc.stderr, proc.stderr
+    assert_one_line_error(run("encode", image_file, "-c", "jpeg", "-o", tmp_path / "a.webp"), 2, "writes .ncx")
+    assert not (tmp_path / "a.webp").exists()
+
+
+def test_frames_for_classical_video(tmp_path, carphone_small):
+    src = tmp_path / "c.npy"
+    np.save(src, carphone_small)
+    proc = run("encode", src, "-c", "x264", "--frames", "1:5", "-o", tmp_path / "c.ncx", "--json", "-q")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["shape"][0] == 4 and doc["psnr_yuv"] > doc["psnr"] > 25
+    assert run("decode", tmp_path / "c.ncx", "--frames", "1:3", "-o", tmp_path / "d.npy").returncode == 0
+    assert np.load(tmp_path / "d.npy").shape == (2, *carphone_small.shape[1:])

@@ -50,8 +50,22 @@ def test_image_round_trip_and_atomic(tmp_path, photo_small):
 
 
 def test_video_lossless_mp4_and_y4m(tmp_path, carphone_small):
-    io.write_any(tmp_path / "v.mp4", carphone_small)
+    io.write_any(tmp_path / "v.mp4", carphone_small, lossless=True)
     assert np.array_equal(io.read_any(tmp_path / "v.mp4"), carphone_small)
+    io.write_any(tmp_path / "p.mp4", carphone_small)  # default: yuv420p H.264, what players play
+    import av
+
+    with av.open(str(tmp_path / "p.mp4")) as box:
+        assert box.streams.video[0].codec_context.pix_fmt == "yuv420p"
+    assert io.read_any(tmp_path / "p.mp4").shape == carphone_small.shape
+    io.write_any(tmp_path / "v420.y4m", carphone_small, pix_fmt="420")
+    assert b"C420" in (tmp_path / "v420.y4m").read_bytes()[:80]
+    io.write_any(tmp_path / "v444.y4m", carphone_small, pix_fmt="444")
+    assert (tmp_path / "v420.y4m").stat().st_size < (tmp_path / "v444.y4m").stat().st_size  # half the chroma
+    with pytest.raises(UsageError):
+        io.check_output_format(tmp_path / "v.avi")
+    with pytest.raises(UsageError):
+        io.check_output_format(tmp_path / "v.png", pix_fmt="420")
     io.write_any(tmp_path / "v.y4m", carphone_small)
     back = io.read_any(tmp_path / "v.y4m")
     assert back.shape == carphone_small.shape

@@ -548,7 +548,7 @@ def test_version_1_stream_of_the_shipped_ae_pt_still_decodes():
     header["weights"] = "ec146acf1bc8e343"  # sha256(ae.pt)[:16] of the shipped ae.pt
     v1 = neurocodec.container.pack(neurocodec.container.Container("ldm", 1, header, box.sections))
     assert np.array_equal(neurocodec.decode(v1), codec.decode(box))
-    assert LDMCodec.version == 2
+    assert LDMCodec.version == 3  # v3 = hyperprior streams; ae streams are still written as v2
 
 
 def test_no_global_rng_or_threads_touched(tiny, tmp_path):
@@ -641,3 +641,68 @@ def test_checkpoint_resume_equals_uninterrupted_run(tiny, tmp_path, stage):
     (tmp_path / "c.json").write_text(json.dumps({other: {**_TINY_STAGES[other], "resume": str(ckpt)}}))
     with pytest.raises(InputError, match="not a checkpoint"):  # another stage's checkpoint
         run(other, tmp_path / "c.json", tmp_path / "c")
+
+
+# ------------------------------------------------------------------- hyperprior (bitstream v3)
+@pytest.fixture(scope="module")
+def tiny_hp(tmp_path_factory):
+    """A tiny randomly initialised hyperprior model file with its integer h_s and coding tables."""
+    from neurocodec.codecs.ldm.hpcoding import write_model_file
+    from neurocodec.codecs.ldm.hyperprior import HyperpriorModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = HyperpriorModel(n=8, m=8, nh=8, nz=4, qualities=8)
+    path = tmp_path_factory.mktemp("hp") / "hp.ncx"
+    write_model_file(net, path)
+    return str(path)
+
+
+def test_hyperprior_round_trip_header_and_versions(tiny_hp):
+    codec = LDMCodec()
+    img = _img(70, 90)
+    blob = codec.encode(img, model="hyperprior", weights=tiny_hp, quality=5)
+    box = neurocodec.container.unpack(blob)
+    assert box.codec_version == 3 and box.header["network"] == "hyperprior"
+    assert box.header["latent"] == [8, 8, 8] and box.header["hyper"] == [4, 2, 2]  # padded to 128x128
+    out = codec.decode(blob, weights=tiny_hp)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert codec.encode(img, model="hyperprior", weights=tiny_hp, quality=5) == blob  # deterministic
+    # the stored symbols decode exactly (entropy coding + integer h_s are lossless)
+    z, sym, mean, idx = codec.hp_latents(box.header, box.sections, tiny_hp)
+    assert sym.shape == (8, 8, 8) and idx.min() >= 0 and idx.max() < 64
+    with pytest.raises(UsageError):  # no shipped hyperprior yet
+        codec.encode(img, model="hyperprior")
+    with pytest.raises(InputError):  # another model
+        codec.decode(blob, weights=str(WEIGHTS_DIR / "ae.ncx"))
+    for bad in ({"quality": True}, {"latent": [8, 9, 8]}, {"model": "zz"}, {"shape": [70]}, {"escapes": [-1, 0]}):
+        with pytest.raises(CorruptStreamError):
+            codec.decompress({**box.header, **bad}, box.sections, weights=tiny_hp)
+    with pytest.raises(CorruptStreamError):  # a v2 container with a v3 header
+        codec.decode(neurocodec.container.pack(neurocodec.container.Container("ldm", 2, box.header, box.sections)))
+    # an ae stream is still written as version 2
+    assert neurocodec.container.unpack(codec.encode(_img(16, 16), quality=1)).codec_version == 2
+
+
+def test_integer_hyper_synthesis_same_indices_across_threads_and_processes(tiny_hp):
+    import json
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys, numpy as np, torch, numba\n"
+        "from neurocodec import weights\n"
+        "from neurocodec.codecs.ldm.hpcoding import Tables\n"
+        "torch.set_num_threads(int(sys.argv[2]))\n"
+        "mf = weights.load(sys.argv[1]); t = Tables(mf.arrays, mf.config['coding'])\n"
+        "z = np.random.default_rng(0).integers(-6, 7, (4, 6, 5))\n"
+        "mean, idx = t.hs(z)\n"
+        "print(json.dumps([int(mean.sum()), int((mean * 7 + idx).sum() % 1000003), idx.ravel()[:50].tolist()]))\n")
+    outs = []
+    for threads in ("1", "2"):
+        env = {**__import__("os").environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
+        res = subprocess.run([sys.executable, "-c", script, tiny_hp, threads], capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        outs.append(json.loads(res.stdout))
+    assert outs[0] == outs[1]

@@ -100,3 +100,20 @@ def test_detail_ratio_orders_blur_identity_and_noise():
     assert metrics.detail_ratio(np.eye(8, dtype=np.uint8) * 9, flat) == math.inf
     with pytest.raises(UsageError):
         metrics.detail_ratio(np.zeros((1, 9)), np.zeros((1, 9)))
+
+
+def test_psnr_yuv_weights_and_planes():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 8, 10, 3), dtype=np.uint8)
+    assert metrics.psnr_yuv(a, a) == float("inf")
+    y, u, v = metrics.rgb_to_yuv420(a)
+    assert y.shape == (2, 8, 10) and u.shape == v.shape == (2, 4, 5)
+    white = np.full((2, 2, 3), 255, np.uint8)
+    assert [float(p.ravel()[0]) for p in metrics.rgb_to_yuv420(white)] == [235.0, 128.0, 128.0]  # BT.601 tv range
+    b = a.copy()
+    b[..., 1] = np.clip(b[..., 1].astype(int) + 9, 0, 255)  # green moves luma most
+    py, pu, pv = (10 * np.log10(255**2 / np.mean((p - q) ** 2, axis=(1, 2)))
+                  for p, q in zip(metrics.rgb_to_yuv420(a), metrics.rgb_to_yuv420(b)))
+    assert metrics.psnr_yuv(a, b) == pytest.approx(float(np.mean((6 * py + pu + pv) / 8)))
+    with pytest.raises(UsageError):
+        metrics.psnr_yuv(a[:, :7], b[:, :7])  # odd height

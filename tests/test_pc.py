@@ -184,8 +184,13 @@ def test_arithmetic_path_round_trips_noise_and_extremes(tiny_model):
 
 
 def test_model_identity_is_checked(tiny_model, tmp_path):
-    x = np.random.default_rng(3).integers(0, 256, (4, 4), dtype=np.uint8)
+    x = np.zeros((4, 4), dtype=np.uint8)  # coded, not raw: decoding needs the model
     blob = neurocodec.encode(x, codec="pc", model=tiny_model)
+    assert not ncx.unpack(blob).header.get("raw")
+    # raw pixels need no model: such a file decodes without one
+    noise = np.random.default_rng(3).integers(0, 256, (4, 4), dtype=np.uint8)
+    raw = neurocodec.encode(noise, codec="pc", model=tiny_model)
+    assert ncx.unpack(raw).header["raw"] and np.array_equal(neurocodec.decode(raw), noise)
     with pytest.raises(UsageError, match="model=PATH"):
         neurocodec.decode(blob)  # a user model must be given back
     mine = load_model(tiny_model)
@@ -418,9 +423,9 @@ def test_convert_old_ncpc(tiny_model, tmp_path):
 
 
 def test_v1_bitstreams_still_decode(tiny_model):
-    x = np.random.default_rng(6).integers(0, 256, (2, 5, 7), dtype=np.uint8)
+    x = (np.arange(70).reshape(2, 5, 7) % 3).astype(np.uint8)  # coded, not raw: the model matters
     box = ncx.unpack(neurocodec.encode(x, codec="pc", model=tiny_model))
-    assert box.codec_version == 2 and box.header["model_hash"] == load_model(tiny_model).short_digest
+    assert not box.header.get("raw") and box.codec_version == 2 and box.header["model_hash"] == load_model(tiny_model).short_digest
     # a v1 file: same bitstream, but model_hash was the hash of the stored arrays
     v1 = ncx.Container("pc", 1, {**box.header, "model_hash": legacy.v1_model_hash(load_model(tiny_model))},
                        box.sections)
@@ -463,3 +468,55 @@ def test_decoding_imports_no_training_code(tiny_model, tmp_path):
         "assert 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path), tiny_model], check=True, timeout=300)
+
+
+# ------------------------------------------------------------------ model choice, params, header checks
+def test_auto_model_choice_and_raw_report():
+    """No model=: 28x28 grey (one digit or a batch) gets mnist, anything else natural; the report
+    says which and why, and says when the pixels were stored raw (the header's raw flag too)."""
+    from neurocodec.codecs.pc.codec import auto_model
+
+    assert auto_model((1, 28, 28, 1))[0] == "mnist" and auto_model((5, 28, 28, 1))[0] == "mnist"
+    assert auto_model((1, 28, 28, 3))[0] == "natural" and auto_model((1, 30, 28, 1))[0] == "natural"
+    digit = np.zeros((28, 28), np.uint8)
+    digit[8:20, 12:16] = 255
+    enc = neurocodec.encode_with_report(digit, codec="pc")
+    assert enc.report["model"] == "mnist" and enc.report["model_choice"] == "auto" and not enc.report["raw"]
+    assert np.array_equal(neurocodec.decode(enc.blob), digit)
+    noise = np.random.default_rng(9).integers(0, 256, (9, 10), dtype=np.uint8)
+    enc = neurocodec.encode_with_report(noise, codec="pc")
+    assert enc.report["model"] == "natural" and enc.report["raw"] and "raw" in enc.report["note"]
+    assert ncx.unpack(enc.blob).header["raw"] is True
+    assert np.array_equal(neurocodec.decode(enc.blob), noise)
+
+
+def test_declared_params_refuse_bad_values(tiny_model):
+    x = np.zeros((3, 4, 5), np.uint8)
+    for bad in ({"batch": "abc"}, {"batch": 2}, {"device": 3}, {"modle": "mnist"}):
+        with pytest.raises(UsageError):
+            neurocodec.encode(x, codec="pc", model=tiny_model, **bad)
+    # strings as typed on the command line are converted
+    blob = neurocodec.encode(x, codec="pc", model=tiny_model, batch="false")
+    assert ncx.unpack(blob).header["layout"] == "hwc"
+    with pytest.raises(UsageError):
+        neurocodec.decode(blob, model=tiny_model, bogus=1)
+
+
+def test_forged_headers_are_corrupt_stream_errors(tiny_model):
+    from neurocodec.errors import CorruptStreamError
+
+    x = np.zeros((6, 5), np.uint8)
+    box = ncx.unpack(neurocodec.encode(x, codec="pc", model=tiny_model))
+    forged = [{"shape": "abc"}, {"shape": [6, 5, 1, 1, 1]}, {"shape": [6, -5]}, {"shape": [6, True]},
+              {"layout": "nhwc"}, {"layout": 3}, {"prec": 16}, {"prec": "24"}, {"dtype": "float32"},
+              {"model_hash": "xyz"}, {"model": ""}, {"raw": "yes"}, {"raw": True}]
+    for change in forged:
+        blob = ncx.pack(ncx.Container("pc", 2, {**box.header, **change}, box.sections))
+        with pytest.raises(CorruptStreamError):
+            neurocodec.decode(blob, model=tiny_model)
+    blob = ncx.pack(ncx.Container("pc", 2, {k: v for k, v in box.header.items() if k != "prec"}, box.sections))
+    with pytest.raises(CorruptStreamError):
+        neurocodec.decode(blob, model=tiny_model)
+    blob = ncx.pack(ncx.Container("pc", 2, {**box.header, "shape": [1 << 20, 1 << 20]}, box.sections))
+    with pytest.raises(InputError, match="max_values"):
+        neurocodec.decode(blob, model=tiny_model)

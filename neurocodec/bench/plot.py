@@ -74,6 +74,29 @@ def bd_table(docs: dict[str, dict], anchor: str, x: str = "bpp", y: str = "psnr-
     return out
 
 
+# one colour per codec, shared by every figure (matplotlib's tab10/tab20 hues, fixed by name)
+CODEC_COLOURS: dict[str, str] = {
+    "png": "#7f7f7f", "webp": "#2ca02c", "jpeg": "#8c564b", "jpegxl": "#17becf", "x264": "#1f77b4",
+    "x265": "#ff7f0e", "svtav1": "#9467bd", "hnerv": "#d62728", "nerv": "#e377c2", "pc": "#bcbd22",
+    "ldm": "#d62728", "kvb": "#d62728", "bicubic": "#7f7f7f", "liif": "#1f77b4", "diffusion": "#ff7f0e",
+}
+_AXIS_LABELS = {
+    "bpp": "rate (bits per pixel)", "bpd": "rate (bits per dimension)", "psnr-rgb": "PSNR-RGB (dB)",
+    "psnr": "PSNR-RGB (dB)", "psnr-yuv": "PSNR-YUV 4:2:0, 6:1:1 (dB)", "ms-ssim-rgb": "MS-SSIM (RGB)",
+    "ms-ssim": "MS-SSIM (RGB)", "bytes": "file size (bytes)", "accuracy": "accuracy",
+}
+
+
+def colour(name: str) -> str | None:
+    """The fixed colour of a codec (None: matplotlib's next colour, for names not listed)."""
+    return CODEC_COLOURS.get(name) or CODEC_COLOURS.get(name.split("-")[0])
+
+
+def axis_label(key: str) -> str:
+    """A result key as an axis label with its unit (``bpp`` -> ``rate (bits per pixel)``)."""
+    return _AXIS_LABELS.get(key, key.replace("_", " "))
+
+
 def plot_suite(suite: str, dataset: str | None = None, *, x: str | None = None, ys: tuple[str, ...] | None = None,
                results_dir: Path | None = None, out_dir: Path | None = None) -> list[Path]:
     """Draw one figure per (dataset, y) and save PNG + SVG beside the JSON. Returns the paths."""
@@ -93,13 +116,13 @@ def plot_suite(suite: str, dataset: str | None = None, *, x: str | None = None, 
             for name, doc in sorted(docs.items()):
                 xy = _xy(doc, x, y)
                 if xy:
-                    ax.plot(*xy, marker="o", label=name)
+                    ax.plot(*xy, marker="o", label=name, color=colour(name))
                     drawn += 1
             if not drawn:
                 plt.close(fig)
                 continue
-            ax.set_xlabel(x)
-            ax.set_ylabel(y)
+            ax.set_xlabel(axis_label(x))
+            ax.set_ylabel(axis_label(y))
             ax.set_title(f"{suite}: {ds}")
             ax.grid(alpha=0.3)
             ax.legend()

@@ -11,7 +11,10 @@ way (whole ``.ncx`` file, header included).
 from __future__ import annotations
 
 import io as _io
+import math
 import subprocess
+import tempfile
+import threading
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -21,6 +24,42 @@ from ..codec import Codec
 from ..errors import CorruptStreamError, ExternalToolError, InputError, MissingDependencyError
 from ..io import check_image, check_video
 from ..params import Param, declared
+from ..schema import Field, Schema, max_values_option
+
+#: largest image side / frame side / frame count a header may claim (the decoded-size limit of
+#: :mod:`neurocodec.schema` bounds their product; this bounds each one, so no product overflows)
+_MAX_SIDE = 1 << 20
+_MAX_BATCH = 1 << 16
+
+
+def image_schema(name: str, channels: tuple[int, ...], **extra_fields: Field) -> Schema:
+    """Header of the image baselines (version 1): ``shape`` ``H,W[,C]`` or, with ``batch``,
+    ``N,H,W[,C]``; ``dtype`` uint8; one section per image named ``0..N-1``."""
+
+    def layout(h: dict, sections: Mapping[str, bytes]) -> str | None:
+        shape, batch = h["shape"], h["batch"]
+        if batch and len(shape) not in (3, 4):
+            return f"a batch shape must be N,H,W[,C], got {shape}"
+        if not batch and len(shape) not in (2, 3):
+            return f"an image shape must be H,W[,C], got {shape}"
+        if batch and shape[0] > _MAX_BATCH:
+            return f"a batch of {shape[0]} images is more than {_MAX_BATCH}"
+        if len(shape) == (4 if batch else 3) and shape[-1] not in channels:
+            return f"{shape[-1]} channels in shape {shape}; {name} codes {', '.join(map(str, channels))}"
+        count = shape[0] if batch else 1
+        if sorted(sections) != sorted(str(i) for i in range(count)):
+            return f"shape {shape} means {count} image section(s) named 0..{count - 1}, stream has {len(sections)}"
+        return None
+
+    return Schema(
+        name,
+        fields={"shape": Field("ints", length=(2, 4), lo=1, hi=_MAX_SIDE), "dtype": Field("str", choices=("uint8",)),
+                "batch": Field("bool"), **extra_fields},
+        section_pattern=r"0|[1-9][0-9]{0,5}",
+        min_section_bytes=1,
+        checks=(layout,),
+        decoded=lambda h: math.prod(h["shape"]),
+    )
 
 
 # ---------------------------------------------------------------------------------- images
@@ -34,7 +73,9 @@ class _ImageCodec(Codec):
     def _encode_one(self, image: np.ndarray, **params: Any) -> bytes:
         raise NotImplementedError
 
-    def _decode_one(self, payload: bytes) -> np.ndarray:
+    def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
+        """Decode one image whose header says it is ``hw`` = (height, width): a payload that
+        claims another size is refused before its pixels are decoded."""
         raise NotImplementedError
 
     def _images(self, data: Any) -> tuple[list[np.ndarray], bool]:
@@ -54,22 +95,31 @@ class _ImageCodec(Codec):
         return header, sections
 
     params: ClassVar[tuple[Param, ...]] = ()
-    options: ClassVar[tuple[Param, ...]] = ()
+    options: ClassVar[tuple[Param, ...]] = (max_values_option(),)
 
-    def decompress(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
-        shape = tuple(header.get("shape", ()))
-        count = shape[0] if header.get("batch") else 1
-        if count != len(sections):
-            raise CorruptStreamError(f"{self.name}: header says {count} images, stream has {len(sections)}")
+    @classmethod
+    def schema(cls) -> Schema:
+        return image_schema(cls.name, cls.channels)
+
+    @declared("options")
+    def decompress(self, header: dict, sections: Mapping[str, bytes], *, max_values: int | None) -> np.ndarray:
+        header = self.schema().check(header, sections, max_values=max_values)
+        return self._decompress_checked(header, sections)
+
+    def _decompress_checked(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
+        shape = tuple(header["shape"])
+        batch = header["batch"]
+        count = shape[0] if batch else 1
+        hw = shape[1:3] if batch else shape[:2]
         images = []
         for i in range(count):
             try:
-                images.append(self._decode_one(sections[str(i)]))
-            except KeyError:
-                raise CorruptStreamError(f"{self.name}: image {i} is missing") from None
-            except (OSError, ValueError, RuntimeError) as exc:
+                images.append(self._decode_one(sections[str(i)], hw))
+            except (OSError, ValueError, RuntimeError, EOFError, SyntaxError) as exc:
                 raise CorruptStreamError(f"{self.name}: image {i} does not decode ({exc})") from None
-        out = np.stack(images) if header.get("batch") else images[0]
+        if len({im.shape for im in images}) != 1:
+            raise CorruptStreamError(f"{self.name}: the images of the batch decode to different shapes")
+        out = np.stack(images) if batch else images[0]
         if out.shape != shape:
             out = out.reshape(shape) if out.size == int(np.prod(shape)) else out
         if out.shape != shape:
@@ -77,10 +127,19 @@ class _ImageCodec(Codec):
         return out
 
 
-def _pil_roundtrip(payload: bytes) -> np.ndarray:
+def _pil_decode(payload: bytes, hw: tuple[int, int], fmt: str) -> np.ndarray:
+    """Decode with Pillow after checking the format and the size the payload declares against the
+    header (``Image.open`` reads only the image's own header), so a small payload that claims a
+    huge image is refused before any pixel is decoded."""
     from PIL import Image
 
-    with Image.open(_io.BytesIO(payload)) as img:
+    try:
+        img = Image.open(_io.BytesIO(payload), formats=[fmt])
+    except Image.DecompressionBombError as exc:
+        raise CorruptStreamError(f"{fmt} payload claims a huge image ({exc})") from None
+    with img:
+        if (img.height, img.width) != tuple(hw):
+            raise CorruptStreamError(f"{fmt} payload is {img.height}x{img.width}, the header says {hw[0]}x{hw[1]}")
         return np.asarray(img).copy()
 
 
@@ -103,8 +162,8 @@ class PNGCodec(_ImageCodec):
     def _encode_one(self, image: np.ndarray) -> bytes:
         return _pil_save(image, "PNG", optimize=True, compress_level=9)
 
-    def _decode_one(self, payload: bytes) -> np.ndarray:
-        return _pil_roundtrip(payload)
+    def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
+        return _pil_decode(payload, hw, "PNG")
 
 
 class WebPCodec(_ImageCodec):
@@ -128,21 +187,25 @@ class WebPCodec(_ImageCodec):
             return _pil_save(image, "WEBP", lossless=True, quality=100, method=method, exact=True)
         return _pil_save(image, "WEBP", quality=int(quality), method=method)
 
-    def _decode_one(self, payload: bytes) -> np.ndarray:
-        return _pil_roundtrip(payload)
+    def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
+        return _pil_decode(payload, hw, "WEBP")
 
-    def decompress(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
+    @classmethod
+    def schema(cls) -> Schema:
+        return image_schema(cls.name, cls.channels, lossless=Field("bool", required=False))
+
+    def _decompress_checked(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
         shape = tuple(header["shape"])
-        out = super().decompress({**header, "shape": _pil_shape(shape)}, sections)
+        out = super()._decompress_checked({**header, "shape": list(_pil_shape(shape, header["batch"]))}, sections)
         # WebP always decodes to RGB(A): grey inputs come back as one channel again
         if len(shape) == out.ndim - 1 or (out.shape[-1] == 3 and shape[-1] != 3):
             out = out[..., 0] if len(shape) == out.ndim - 1 else out[..., :1]
         return out.reshape(shape)
 
 
-def _pil_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+def _pil_shape(shape: tuple[int, ...], batch: bool) -> tuple[int, ...]:
     """Shape WebP decodes to: grey -> RGB."""
-    if len(shape) == 2 or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
+    if len(shape) == (3 if batch else 2):
         return (*shape, 3)
     if shape[-1] == 1:
         return (*shape[:-1], 3)
@@ -163,8 +226,8 @@ class JPEGCodec(_ImageCodec):
     def _encode_one(self, image: np.ndarray, quality: int) -> bytes:
         return _pil_save(image, "JPEG", quality=int(quality), optimize=True, subsampling=2)
 
-    def _decode_one(self, payload: bytes) -> np.ndarray:
-        return _pil_roundtrip(payload)
+    def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
+        return _pil_decode(payload, hw, "JPEG")
 
 
 class JPEGXLCodec(_ImageCodec):
@@ -188,12 +251,49 @@ class JPEGXLCodec(_ImageCodec):
             return bytes(ic.jpegxl_encode(image, lossless=True, effort=effort))
         return bytes(ic.jpegxl_encode(image, level=float(quality), effort=effort))
 
-    def _decode_one(self, payload: bytes) -> np.ndarray:
+    def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
+        size = jxl_size(payload)
+        if size != tuple(hw):
+            raise CorruptStreamError(f"JPEG XL payload is {size[0]}x{size[1]}, the header says {hw[0]}x{hw[1]}")
         ic = _imagecodecs()
         try:
             return np.asarray(ic.jpegxl_decode(payload))
         except ic.JpegxlError as exc:
             raise ValueError(str(exc)) from None
+
+
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+def jxl_size(payload: bytes) -> tuple[int, int]:
+    """(height, width) from the SizeHeader of a bare JPEG XL codestream (ISO/IEC 18181-1, A.2),
+    read without decoding: libjxl has no size limit of its own, so this is what stops a 20-byte
+    payload from claiming a gigapixel. The codec writes bare codestreams only (``FF 0A``)."""
+    if payload[:2] != b"\xff\x0a":
+        raise CorruptStreamError("JPEG XL payload is not a bare codestream (no FF 0A signature)")
+    bits = int.from_bytes(payload[2:14], "little")  # the SizeHeader takes at most 2 x 33 + 4 bits
+    pos = 0
+
+    def u(n: int) -> int:
+        nonlocal pos
+        out = (bits >> pos) & ((1 << n) - 1)
+        pos += n
+        return out
+
+    def dim(small: bool) -> int:
+        if small:
+            return (u(5) + 1) * 8
+        return u((9, 13, 18, 30)[u(2)]) + 1
+
+    small = bool(u(1))
+    height = dim(small)
+    ratio = u(3)
+    if ratio:
+        num, den = _JXL_RATIOS[ratio]
+        width = height * num // den
+    else:
+        width = dim(small)
+    return height, width
 
 
 def _imagecodecs():
@@ -211,6 +311,47 @@ def ffmpeg_exe() -> str:
     except ImportError:
         raise MissingDependencyError("imageio-ffmpeg", purpose="the x264/x265/SVT-AV1 baselines") from None
     return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg_bounded(args: list[str], stdin: bytes, limit: int, what: str) -> bytes:
+    """Run ffmpeg but stop reading (and kill it) as soon as it writes more than ``limit`` bytes:
+    a damaged bitstream can claim any frame size, and the decoded frames must never outgrow what
+    the (already checked) header allows."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+
+        def feed() -> None:
+            try:
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        chunks, total = [], 0
+        try:
+            while True:
+                chunk = proc.stdout.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
+                    raise CorruptStreamError(f"{what}: the bitstream decodes to more than the {limit} bytes "
+                                             "its header allows")
+        finally:
+            if proc.poll() is None and total > limit:
+                proc.kill()
+            proc.stdout.close()
+            code = proc.wait()
+            writer.join()
+        if code != 0:
+            err.seek(0)
+            msg = err.read().decode(errors="replace").strip().splitlines()
+            raise CorruptStreamError(f"ffmpeg {what} failed: {msg[-1] if msg else 'exit ' + str(code)}")
+    return b"".join(chunks)
 
 
 def _run_ffmpeg(args: list[str], stdin: bytes, what: str) -> bytes:
@@ -235,6 +376,35 @@ def _video_params(crf: int, crf_range: tuple[int, int], preset: str, presets: tu
     )
 
 
+def video_schema(name: str, min_size: int) -> Schema:
+    """Header of the ffmpeg baselines (version 1): ``shape`` ``T,H,W,3``; ``coded_size`` the
+    padded ``[H', W']`` the encoder used (even, at least ``min_size``); ``fps``; informational
+    ``crf`` and ``preset``; one section ``bitstream``."""
+
+    def coded(h: dict, sections: Mapping[str, bytes]) -> str | None:
+        t, height, width, c = h["shape"]
+        if c != 3:
+            return f"shape {h['shape']} must end in 3 channels"
+        want = [max(height + height % 2, min_size), max(width + width % 2, min_size)]
+        if h["coded_size"] != want:
+            return f"coded_size {h['coded_size']} does not fit shape {h['shape']} (expected {want})"
+        return None
+
+    def decoded(h: dict) -> int:
+        return h["shape"][0] * h["coded_size"][0] * h["coded_size"][1] * 3
+
+    return Schema(
+        name,
+        fields={"shape": Field("ints", length=4, lo=1, hi=_MAX_SIDE), "dtype": Field("str", choices=("uint8",)),
+                "fps": Field("float", lo=1e-3, hi=1000), "coded_size": Field("ints", length=2, lo=1, hi=_MAX_SIDE),
+                "crf": Field("int", required=False), "preset": Field("str", required=False)},
+        sections=("bitstream",),
+        min_section_bytes=1,
+        checks=(coded,),
+        decoded=decoded,
+    )
+
+
 class _FFmpegVideoCodec(Codec):
     kind: ClassVar[str] = "video"
     version: ClassVar[int] = 1
@@ -245,7 +415,11 @@ class _FFmpegVideoCodec(Codec):
     def _extra_args(self, preset: str) -> list[str]:
         return ["-preset", str(preset)]
 
-    options: ClassVar[tuple[Param, ...]] = ()
+    options: ClassVar[tuple[Param, ...]] = (max_values_option(),)
+
+    @classmethod
+    def schema(cls) -> Schema:
+        return video_schema(cls.name, cls.min_size)
 
     @declared()
     def compress(self, data: Any, *, progress: bool = False, crf: int, preset: str,
@@ -265,15 +439,14 @@ class _FFmpegVideoCodec(Codec):
                   "crf": crf, "preset": str(preset)}
         return header, {"bitstream": stream}
 
-    def decompress(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
-        t, h, w, _ = (int(v) for v in header["shape"])
-        ph, pw = (int(v) for v in header["coded_size"])
-        try:
-            raw = _run_ffmpeg(["-f", self.raw_format, "-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"],
-                              sections["bitstream"], f"{self.name} decode")
-        except ExternalToolError as exc:
-            raise CorruptStreamError(str(exc)) from None
+    @declared("options")
+    def decompress(self, header: dict, sections: Mapping[str, bytes], *, max_values: int | None) -> np.ndarray:
+        header = self.schema().check(header, sections, max_values=max_values)
+        t, h, w, _ = header["shape"]
+        ph, pw = header["coded_size"]
         expected = t * ph * pw * 3
+        raw = _run_ffmpeg_bounded(["-f", self.raw_format, "-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", "rgb24",
+                                   "pipe:1"], sections["bitstream"], expected, f"{self.name} decode")
         if len(raw) != expected:
             raise CorruptStreamError(f"{self.name}: decoded {len(raw)} bytes of frames, expected {expected}")
         return np.frombuffer(raw, np.uint8).reshape(t, ph, pw, 3)[:, :h, :w].copy()

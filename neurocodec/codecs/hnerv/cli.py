@@ -1,6 +1,7 @@
 """``neurocodec hnerv ...``: the video-INR wing's commands.
 
-* ``neurocodec hnerv encode CLIP -o OUT.ncx [--codec hnerv|nerv] [-p KEY=VALUE ...] [--stats S.json]``:
+* ``neurocodec hnerv encode CLIP -o OUT.ncx [--codec hnerv|nerv] [--quality Q | --bpp B | --size S]
+  [-p KEY=VALUE ...] [--stats S.json]``:
   fit a network to a clip and write the ``.ncx``; ``--stats`` writes the encoder's report (bytes,
   bpp, PSNR, epochs, lr, times, loss curve), which is not part of the file. Training resumes from
   ``-p checkpoint=PATH`` when that file exists.
@@ -28,12 +29,12 @@ from typing import Any
 
 def _encode(args: argparse.Namespace) -> int:
     from ... import io as nio
-    from ...cli import parse_params, refuse_overwriting_input
+    from ...cli import encode_params, refuse_overwriting_input
     from ...codec import get_codec
 
     quiet = getattr(args, "quiet", False)
     codec = get_codec(args.codec)()
-    params: dict[str, Any] = parse_params(args.param)
+    params: dict[str, Any] = encode_params(codec, args)  # -p items + --quality/--bpp/--size, validated
     refuse_overwriting_input(args.input, args.output)
     frames = nio.read_any(args.input)
     if "fps" not in params and Path(args.input).suffix.lower() in nio.VIDEO_EXTENSIONS:
@@ -49,7 +50,12 @@ def _encode(args: argparse.Namespace) -> int:
                 print(f"wrote {args.output}: {len(encoded.blob)} bytes, {r['bpp']:.4f} bpp, PSNR {r['psnr']:.2f} dB "
                       f"after quantization ({r['psnr_float']:.2f} dB before), {r['params']} parameters + "
                       f"{r['embed_values']} embedding values, {r['epochs']}+{r['finetune_epochs']} epochs in "
-                      f"{r['seconds']:.1f} s", file=sys.stderr)
+                      f"{r['seconds']:.1f} s (lr {r['lr']:.3g}{' auto' if r.get('lr_auto') else ''}, "
+                      f"{r.get('threads', 1)} thread(s))", file=sys.stderr)
+                for restart in r.get("restarts", []):
+                    print(f"restarted: {restart['why']} (lr was {restart['lr']:.3g})", file=sys.stderr)
+                for warning in r.get("warnings", []):
+                    print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -87,6 +93,9 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser | None = None)
     p.add_argument("--codec", default="hnerv", choices=["hnerv", "nerv"])
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="codec parameter (repeatable), e.g. epochs=50, quality=3, checkpoint=fit.ckpt")
+    p.add_argument("--quality", type=int, help="quality preset 1..8 (a target bpp; see `neurocodec codecs hnerv`)")
+    p.add_argument("--bpp", type=float, help="target bits per pixel of the whole file")
+    p.add_argument("--size", help="target file size in bytes (20000, 20k, 1.5M)")
     p.add_argument("--stats", help="write the encoder's report as JSON here")
     p.set_defaults(func=_encode)
     hnerv.set_defaults(func=lambda args: (hnerv.print_help(sys.stderr), 2)[1])

@@ -1,31 +1,46 @@
 """The ``hnerv`` and ``nerv`` codecs: a clip becomes a small network, the network becomes bits.
 
-Encode = plan the model size (rate control) -> fit (:mod:`.train`, imported only by an encode:
-encoding is training here, decoding never is) -> prune + fine-tune -> quantize the decoder
-(8 bits, per channel where channels are large enough, else per tensor; symmetric so pruned
-weights stay exactly 0) and, for HNeRV, the embeddings (6 bits, affine per embedding channel) ->
-arithmetic-code weights and embeddings with two separate empirical tables
-(:func:`neurocodec.entropy.encode_symbols`; the paper used one Huffman table for everything).
+Encode = plan the model size (rate control) -> refuse a target below the smallest reachable rate
+(before any training) -> fit (:mod:`.train`, imported only by an encode: encoding is training here,
+decoding never is) -> prune + fine-tune -> quantize the decoder (symmetric, per channel where
+channels are large enough, else per tensor, so pruned weights stay exactly 0) and, for HNeRV, the
+embeddings (affine per embedding channel) -> arithmetic-code weights and embeddings with two
+separate empirical tables (:func:`neurocodec.entropy.encode_symbols`).
 
-Bitstream (version 2), inside the ``.ncx`` container:
+Rate control (``quality``, ``target_bpp``, ``target_bytes``) lands in two steps. Before training,
+:func:`plan` picks the largest first width (and, for HNeRV, the embedding channels) whose
+*estimated* file fits the target at 8-bit weights and 6-bit embeddings (bits per value measured on
+fitted models; container, header, scales and count tables counted exactly or bounded). After the
+fit, :func:`choose_precision` measures the real file for every weight depth in ``WBITS`` and
+embedding depth in ``EBITS`` (quantization + entropy coding are cheap next to training) and keeps,
+among the files within ``-RATE_TOLERANCE .. +SELECT_ABOVE`` of the target, the one with the best
+PSNR on a few frames: that is the re-plan, and it absorbs what the estimate cannot know (how
+peaked the trained weights are). ``weight_bits`` / ``embed_bits`` given explicitly are kept.
 
-* header (JSON): ``shape``, ``dtype``, ``fps``, ``arch`` (everything needed to rebuild the decoder),
-  ``wbits``, ``ebits``. Version 1 also held ``fit``, the encoder's report (bpp, PSNR, epochs and
-  wall-clock seconds): it made two encodes of the same clip differ, so it now travels in the report
-  that :meth:`~neurocodec.codec.Codec.encode_with_report` returns, never in the file. Version 1
-  files decode unchanged (the decoder never read ``fit``).
+Bitstream (version 3), inside the ``.ncx`` container:
+
+* header (JSON, about 90 bytes): ``shape``, ``dtype``, ``fps`` and ``a``, the decoder description
+  and bit depths as one terse string (:meth:`.model.Arch.to_compact`, e.g.
+  ``"h s4.3.2 w23 e3 k1.5 r1.2 l12 b8.6"``). Version 2 carried the same as a JSON ``arch`` object
+  plus ``wbits``/``ebits`` (about 400 bytes); version 1 also held the encoder's report (``fit``).
+  Both still decode. Training telemetry never enters the file: it is the report that
+  :meth:`~neurocodec.codec.Codec.encode_with_report` returns.
 * section ``ws``: float16 scales of every decoder tensor, in ``state_dict`` order; which tensors
   are per channel follows from their shapes (:func:`neurocodec.quant.choose_axis`).
 * section ``w``: the quantized decoder tensors, concatenated in the same order, one symbol stream.
 * sections ``es`` / ``e`` (HNeRV only): float16 scale and offset per embedding channel, and the
   quantized embeddings ``T,C,h0,w0`` as one symbol stream.
 
-Decoding rebuilds the decoder from the header alone and runs it in float32 (deterministic on
-CPU for a given batch size; the encoder measures its PSNR with exactly that computation).
+Every header field is type- and range-checked before anything is decoded (:func:`check_header`:
+the shared :mod:`neurocodec.schema` fields and ``max_values`` size limit first, then the architecture):
+a forged header is a :class:`CorruptStreamError`. Decoding rebuilds the decoder from the header
+alone and runs it in float32 (deterministic on CPU for a given batch size; the encoder measures
+its PSNR with exactly that computation).
 
-Reproducibility: the same clip, parameters and ``seed`` give the same bytes on the same device and
-torch thread count (training draws from its own seeded generators; nothing global is read or
-changed), except with ``time_budget``, where the number of epochs follows the machine's speed.
+Reproducibility: the same clip, parameters and ``seed`` give the same bytes on the same device
+(training draws from its own seeded generators; the whole encode runs at ``threads`` torch threads
+through :func:`.train.torch_threads`, which restores the caller's count), except with
+``time_budget``, where the number of epochs follows the machine's speed.
 """
 from __future__ import annotations
 
@@ -42,10 +57,12 @@ from ...codec import Codec
 from ...entropy import decode_symbols, encode_symbols
 from ...errors import CorruptStreamError, UsageError
 from ...io import check_video
+from ...params import Param, declared
 from ...quant import choose_axis, dequantize, quantize, scales_from_bytes, scales_to_bytes
 from ...runtime import resolve_device
+from ...schema import Field, Schema
 from .model import (Arch, Budget, build_decoder, choose_strides, decoder_params, decoder_tensors, embed_values,
-                    embeddings, frame_times, model_values, solve_width)
+                    embeddings, frame_times, model_values)
 
 if TYPE_CHECKING:  # the training code is imported by an encode only, never by decoding
     from .train import FitResult
@@ -55,6 +72,72 @@ QUALITY_BPP: dict[int, float] = {1: 0.02, 2: 0.035, 3: 0.05, 4: 0.08, 5: 0.12, 6
 DEFAULT_QUALITY = 4
 #: fraction of the budget HNeRV spends on embeddings when ``embed_ch`` is not given
 EMBED_SHARE = 0.12
+#: bit depths the precision search may use (weights, embeddings); explicit values may go outside
+WBITS = tuple(range(5, 13))
+EBITS = tuple(range(4, 11))
+#: a rate target is met when the file is within this fraction of it
+RATE_TOLERANCE = 0.10
+#: files up to this fraction above the target compete on PSNR (keeps clear of the +10 % edge)
+SELECT_ABOVE = 0.03
+#: frames (evenly spaced) on which the precision search compares candidates
+SEARCH_FRAMES = 8
+#: smallest first width the planner uses
+MIN_WIDTH = 4
+#: measured bits per coded value at 8-bit weights / 6-bit embeddings after training and 10 %
+#: pruning (carphone and bunny RD points: 7.0-7.2 and 5.8-5.9); other depths shift by one per bit
+_BITS_PER_WEIGHT_AT_8 = 7.1
+_BITS_PER_EMBED_AT_6 = 5.85
+
+
+# --------------------------------------------------------------------------------- headers
+def make_header(shape: tuple[int, ...], fps: float, arch: Arch, wbits: int, ebits: int) -> dict[str, Any]:
+    """The version-3 header: shape, dtype, fps and the compact decoder description."""
+    return {"shape": [int(v) for v in shape], "dtype": "uint8", "fps": float(fps), "a": arch.to_compact(wbits, ebits)}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _schema(name: str) -> Schema:
+    """The shared header schema (:mod:`neurocodec.schema`): the fields every version has, and the
+    decoded size (frames x height x width x 3) checked against the ``max_values`` limit."""
+    return Schema(name, fields={"shape": Field("ints", length=4, lo=1, hi=1 << 20),
+                                "dtype": Field("str", choices=("uint8",), required=False),
+                                "fps": Field("float", lo=1e-3, hi=1000, required=False)},
+                  decoded=lambda h: math.prod(h["shape"]))
+
+
+SCHEMAS = {"hnerv": _schema("hnerv"), "nerv": _schema("nerv")}
+
+
+def check_header(header: Any, name: str = "hnerv", max_values: int | None = None) -> tuple[Arch, int, int]:
+    """Validate an hnerv/nerv header of any version before anything is decoded: ``(arch, wbits,
+    ebits)``, or a :class:`CorruptStreamError` naming the bad field (an honest but huge claim: an
+    :class:`InputError` from the schema's size limit)."""
+    SCHEMAS.get(name, SCHEMAS["hnerv"]).check(header, None, max_values=max_values)
+    shape = header.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(_is_int(v) for v in shape) and shape[3] == 3
+            and all(1 <= v <= 1 << 20 for v in shape)):
+        raise CorruptStreamError(f"header shape {str(shape)[:40]} is not [frames, height, width, 3]")
+    if header.get("dtype", "uint8") != "uint8":
+        raise CorruptStreamError(f"header dtype {str(header.get('dtype'))[:20]!r} is not uint8")
+    fps = header.get("fps", 25.0)
+    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and 0 < fps <= 1000):
+        raise CorruptStreamError(f"header fps {str(fps)[:20]} is out of range")
+    T, H, W = shape[:3]
+    if "a" in header:  # version 3
+        arch, wbits, ebits = Arch.from_compact(header["a"], T, H, W)
+    else:  # versions 1 and 2
+        if not isinstance(header.get("arch"), dict):
+            raise CorruptStreamError("header has no architecture")
+        arch = Arch.from_dict(header["arch"])
+        wbits, ebits = header.get("wbits"), header.get("ebits")
+        if [arch.frames, arch.height, arch.width] != [T, H, W]:
+            raise CorruptStreamError(f"header shape {shape} does not match the architecture")
+    if not (_is_int(wbits) and 2 <= wbits <= 16 and _is_int(ebits) and 2 <= ebits <= 16):
+        raise CorruptStreamError("header has bad quantization bit depths")
+    return arch, int(wbits), int(ebits)
 
 
 # --------------------------------------------------------------------------------- planning
@@ -78,6 +161,62 @@ def target_size(shape: tuple[int, ...], quality: int | None, target_bpp: float |
     return QUALITY_BPP[q] * pixels / 8
 
 
+def _uvarint_len(n: int) -> int:
+    return max(1, (max(int(n), 1).bit_length() + 6) // 7)
+
+
+def _stream_bytes(n: int, bits: int, per_value: float) -> float:
+    """Estimated size of :func:`encode_symbols` of ``n`` symbols of a ``bits``-bit alphabet at
+    ``per_value`` bits each: length, offset, alphabet size, one count per symbol value (at most
+    3 bytes each, about 2 on fitted models), the coded words (32-bit granularity)."""
+    if n == 0:
+        return 1.0
+    alphabet = min((1 << bits) - 1, n)
+    return 6 + 2.0 * alphabet + 4 * math.ceil(n * per_value / 32) + 4
+
+
+def estimate_bytes(arch: Arch, wbits: int, ebits: int, fps: float = 25.0, *, upper: bool = False) -> float:
+    """The file's size for ``arch`` at ``wbits``/``ebits``: container, header and scale sections
+    exactly, symbol streams estimated (``upper``: bounded, at the full bit depth per value and 3
+    bytes per count, which no fitted model exceeds)."""
+    tensors = decoder_tensors(arch)
+    n_scales = sum(shape[0] if choose_axis(shape) else 1 for _, shape in tensors)
+    n_w, n_e = decoder_params(arch), embed_values(arch)
+    if upper:
+        w = 6 + 3.0 * min((1 << wbits) - 1, n_w) + 4 * math.ceil(n_w * wbits / 32) + 4
+        e = 6 + 3.0 * min((1 << ebits) - 1, n_e) + 4 * math.ceil(n_e * ebits / 32) + 4 if n_e else 0.0
+    else:
+        w = _stream_bytes(n_w, wbits, max(_BITS_PER_WEIGHT_AT_8 + (wbits - 8), 1.0))
+        e = _stream_bytes(n_e, ebits, max(_BITS_PER_EMBED_AT_6 + (ebits - 6), 1.0)) if n_e else 0.0
+    sections = {"ws": 2 * n_scales, "w": w}
+    if arch.kind == "hnerv":
+        sections.update({"es": 4 * arch.embed_ch, "e": e})
+    header = make_header((arch.frames, arch.height, arch.width, 3), fps, arch, wbits, ebits)
+    head = len(ncx.pack(ncx.Container(arch.kind, _NeuralVideoCodec.version, header,
+                                      {k: b"" for k in sections})))
+    return head + sum(_uvarint_len(int(v)) - 1 + v for v in sections.values())
+
+
+def smallest_reachable(kind: str, shape: tuple[int, ...], fps: float = 25.0, **arch_fields: Any) -> float:
+    """Bytes of the smallest file the planner can promise for this clip: the smallest model at the
+    lowest depths of the precision search, with the size bounded from above."""
+    arch = _base_arch(kind, shape, arch_fields.pop("strides", None), **arch_fields)
+    arch.width0 = MIN_WIDTH
+    if kind == "hnerv" and arch_fields.get("embed_ch") is None:
+        arch.embed_ch = 1
+    return estimate_bytes(arch, WBITS[0], EBITS[0], fps, upper=True)
+
+
+def _base_arch(kind: str, shape: tuple[int, ...], strides: list[int] | None, embed_ch: int | None = None,
+               **arch_fields: Any) -> Arch:
+    T, H, W = (int(v) for v in shape[:3])
+    strides = [int(s) for s in (choose_strides(H, W) if strides is None else strides)]
+    arch = Arch(kind=kind, frames=T, height=H, width=W, strides=strides, width0=MIN_WIDTH, embed_ch=embed_ch or 1,
+                **arch_fields)
+    arch.validate()
+    return arch
+
+
 def plan(
     kind: str,
     shape: tuple[int, ...],
@@ -90,37 +229,57 @@ def plan(
     width0: int | None = None,
     embed_ch: int | None = None,
     budget: Budget | None = None,
+    fps: float = 25.0,
     **arch_fields: Any,
 ) -> Arch:
     """The architecture for a clip of ``shape`` (T,H,W[,3]) under the given rate control.
 
     ``target_params`` (decoder parameters + embedding values, HNeRV's "model size") overrides the
     byte targets; it is how equal-size HNeRV/NeRV comparisons are made. An explicit ``width0``
-    overrides all targets."""
-    T, H, W = (int(v) for v in shape[:3])
-    budget = budget or Budget()
-    if strides is None:
-        strides = choose_strides(H, W)
-    strides = [int(s) for s in strides]
-    arch = Arch(kind=kind, frames=T, height=H, width=W, strides=strides, width0=4, embed_ch=embed_ch or 1, **arch_fields)
-    arch.validate()
+    overrides all targets. ``budget`` (bits per value) replaces the calibrated file estimate."""
+    T = int(shape[0])
+    arch = _base_arch(kind, shape, strides, embed_ch, **arch_fields)
     h0, w0 = arch.grid
     if target_params is not None:
         if not target_params > 0:
             raise UsageError(f"target_params must be > 0, got {target_params}")
-        # express the value count as bytes with one bit-cost per value, then solve as usual
-        flat = Budget(weight_bits=8.0, embed_bits=8.0, overhead_bytes=0)
-        nbytes, budget = float(target_params), flat
+        size_of = lambda a: float(model_values(a))  # noqa: E731
+        nbytes = float(target_params)
+        embed_bits = 8.0
     else:
-        nbytes = target_size((T, H, W), quality, target_bpp, target_bytes)
+        nbytes = target_size(shape, quality, target_bpp, target_bytes)
+        if budget is not None:
+            size_of = budget.bytes
+            embed_bits = budget.embed_bits
+        else:
+            size_of = lambda a: estimate_bytes(a, 8, 6, fps)  # noqa: E731
+            embed_bits = _BITS_PER_EMBED_AT_6
     if kind == "hnerv" and embed_ch is None:
-        share = EMBED_SHARE * nbytes * 8 / (budget.embed_bits * T * h0 * w0)
+        share = EMBED_SHARE * nbytes * 8 / (embed_bits * T * h0 * w0)
         arch.embed_ch = int(min(16, max(1, round(share))))
     if width0 is not None:
         arch.width0 = int(width0)
         arch.validate()
         return arch
-    return solve_width(arch, nbytes, budget)
+    return _solve_width(arch, nbytes, size_of)
+
+
+def _solve_width(arch: Arch, target: float, size_of: Any, hi: int = 1024) -> Arch:
+    """The largest first width whose size fits ``target`` (at least ``MIN_WIDTH``); sizes grow
+    with the width, so a bisection finds it and the choice is monotone in the target."""
+    def at(w: int) -> Arch:
+        return Arch(**{**arch.to_json(), "width0": w})
+
+    lo, top = MIN_WIDTH, hi
+    if size_of(at(lo)) > target:
+        return at(lo)
+    while lo < top:  # invariant: size(lo) <= target
+        mid = (lo + top + 1) // 2
+        if size_of(at(mid)) <= target:
+            lo = mid
+        else:
+            top = mid - 1
+    return at(lo)
 
 
 # ------------------------------------------------------------------------- quantized model
@@ -134,23 +293,27 @@ class QuantizedModel:
         self.embed = embed
 
     @torch.no_grad()
-    def render(self, frames: tuple[int, int] | None = None, *, batch: int = 8, device: str = "cpu") -> np.ndarray:
-        """Decode frames ``a..b-1`` (all by default) to uint8 ``N,H,W,3``, ``batch`` at a time."""
-        a, b = _frame_range(frames, self.arch.frames)
+    def render(self, frames: tuple[int, int] | None = None, *, batch: int = 8, device: str = "cpu",
+               indices: np.ndarray | None = None) -> np.ndarray:
+        """Decode frames ``a..b-1`` (all by default), or the frames ``indices``, to uint8 ``N,H,W,3``,
+        ``batch`` at a time."""
         if not isinstance(batch, int) or batch < 1:
             raise UsageError(f"batch must be a positive integer, got {batch!r}")
+        if indices is None:
+            a, b = _frame_range(frames, self.arch.frames)
+            indices = np.arange(a, b)
         dev = resolve_device(device)
         dec = build_decoder(self.arch, self.state, dev)
-        out = np.empty((b - a, self.arch.height, self.arch.width, 3), dtype=np.uint8)
-        for i in range(a, b, batch):
-            j = min(i + batch, b)
+        out = np.empty((len(indices), self.arch.height, self.arch.width, 3), dtype=np.uint8)
+        for i in range(0, len(indices), batch):
+            idx = indices[i : i + batch]
             if self.arch.kind == "hnerv":
                 assert self.embed is not None
-                z = torch.from_numpy(self.embed[i:j]).to(dev)
+                z = torch.from_numpy(np.ascontiguousarray(self.embed[idx])).to(dev)
             else:
-                z = frame_times(torch.arange(i, j), self.arch.frames).to(dev)
+                z = frame_times(torch.from_numpy(np.asarray(idx)), self.arch.frames).to(dev)
             y = dec(z).float().clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
-            out[i - a : j - a] = y.permute(0, 2, 3, 1).cpu().numpy()
+            out[i : i + len(idx)] = y.permute(0, 2, 3, 1).cpu().numpy()
         return out
 
 
@@ -173,36 +336,81 @@ def _frame_range(frames: Any, total: int) -> tuple[int, int]:
     return a, b
 
 
-def quantize_model(model: torch.nn.Module, arch: Arch, embed: np.ndarray | None, wbits: int,
-                   ebits: int) -> tuple[QuantizedModel, dict[str, bytes]]:
-    """Quantize a fitted model (e.g. ``train.fit(...).model``) and its embeddings: returns the
-    model a decoder of the stream holds and the stream's sections."""
-    sd = {k: v.detach().float().cpu().numpy() for k, v in model.decoder.state_dict().items()}
+def _quantize_weights(sd: Mapping[str, np.ndarray], arch: Arch, wbits: int) -> tuple[dict[str, np.ndarray], dict[str, bytes]]:
     syms, scales, state = [], [], {}
     for name, shape in decoder_tensors(arch):
         qt = quantize(sd[name], wbits, per_channel=choose_axis(shape), symmetric=True)
         syms.append(qt.q.reshape(-1))
         scales.append(qt.scale)
         state[name] = qt.dequantize().reshape(shape)
-    sections = {"ws": scales_to_bytes(scales), "w": encode_symbols(np.concatenate(syms))}
+    return state, {"ws": scales_to_bytes(scales), "w": encode_symbols(np.concatenate(syms))}
+
+
+def _quantize_embed(embed: np.ndarray, ebits: int) -> tuple[np.ndarray, dict[str, bytes]]:
+    ct = np.ascontiguousarray(embed.transpose(1, 0, 2, 3))  # per embedding channel
+    qt = quantize(ct, ebits, per_channel=True, symmetric=False)
+    sections = {"es": scales_to_bytes([qt.scale, qt.offset]), "e": encode_symbols(qt.q)}
+    return np.ascontiguousarray(qt.dequantize().transpose(1, 0, 2, 3)), sections
+
+
+def _decoder_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().float().cpu().numpy() for k, v in model.decoder.state_dict().items()}
+
+
+def quantize_model(model: torch.nn.Module, arch: Arch, embed: np.ndarray | None, wbits: int,
+                   ebits: int) -> tuple[QuantizedModel, dict[str, bytes]]:
+    """Quantize a fitted model (e.g. ``train.fit(...).model``) and its embeddings: returns the
+    model a decoder of the stream holds and the stream's sections."""
+    state, sections = _quantize_weights(_decoder_state(model), arch, wbits)
     deq_embed = None
     if embed is not None:
-        ct = np.ascontiguousarray(embed.transpose(1, 0, 2, 3))  # per embedding channel
-        qt = quantize(ct, ebits, per_channel=True, symmetric=False)
-        sections["es"] = scales_to_bytes([qt.scale, qt.offset])
-        sections["e"] = encode_symbols(qt.q)
-        deq_embed = np.ascontiguousarray(qt.dequantize().transpose(1, 0, 2, 3))
+        deq_embed, esec = _quantize_embed(embed, ebits)
+        sections.update(esec)
     return QuantizedModel(arch, state, deq_embed), sections
 
 
-def read_model(header: Mapping[str, Any], sections: Mapping[str, bytes]) -> QuantizedModel:
-    """Rebuild the quantized model from a header and sections (the decoder side)."""
-    if not isinstance(header.get("arch"), dict):
-        raise CorruptStreamError("header has no architecture")
-    arch = Arch.from_json(header["arch"])
-    wbits, ebits = header.get("wbits"), header.get("ebits")
-    if not isinstance(wbits, int) or not 2 <= wbits <= 16 or not isinstance(ebits, int) or not 2 <= ebits <= 16:
-        raise CorruptStreamError("header has bad quantization bit depths")
+def choose_precision(model: torch.nn.Module, arch: Arch, embed: np.ndarray | None, frames: np.ndarray,
+                     target: float | None, wbits: int | None, ebits: int | None, make_file: Any
+                     ) -> tuple[QuantizedModel, dict[str, bytes], int, int, dict[str, Any]]:
+    """Measure the real file at every weight/embedding depth allowed (``wbits``/``ebits`` fixed
+    when given) and keep the best-PSNR one (on ``SEARCH_FRAMES`` frames) among those within
+    ``-RATE_TOLERANCE .. +SELECT_ABOVE`` of ``target``; without any, the one closest to the target
+    in ratio. ``make_file(wbits, ebits, sections) -> bytes`` is the file the encode would write.
+    Without a target: 8/6 bits (or the given ones)."""
+    if target is None:
+        wl, el = [8 if wbits is None else wbits], [6 if ebits is None else ebits]
+    else:
+        wl = list(WBITS) if wbits is None else [wbits]
+        el = list(EBITS) if ebits is None else [ebits]
+    if embed is None:
+        el = el[:1] if ebits is not None or target is None else [6]
+    sd = _decoder_state(model)
+    wq = {b: _quantize_weights(sd, arch, b) for b in wl}
+    eq = {b: _quantize_embed(embed, b) for b in el} if embed is not None else {b: (None, {}) for b in el}
+    sizes = {(w, e): len(make_file(w, e, {**wq[w][1], **eq[e][1]})) for w in wl for e in el}
+    info: dict[str, Any] = {"candidates": len(sizes)}
+    if target is None or len(sizes) == 1:
+        w, e = next(iter(sizes))
+    else:
+        window = [k for k, v in sizes.items() if (1 - RATE_TOLERANCE) * target <= v <= (1 + SELECT_ABOVE) * target]
+        if window:
+            idx = np.unique(np.linspace(0, arch.frames - 1, min(SEARCH_FRAMES, arch.frames)).round().astype(np.int64))
+            ref = frames[idx]
+            scores = {k: psnr_of(ref, QuantizedModel(arch, wq[k[0]][0], eq[k[1]][0]).render(indices=idx)) for k in window}
+            w, e = max(window, key=lambda k: (round(scores[k], 6), -sizes[k]))
+            info["search_psnr"] = round(scores[(w, e)], 4)
+        else:
+            w, e = min(sizes, key=lambda k: (abs(math.log(sizes[k] / target)), -k[0]))
+        info["window"] = len(window)
+    qmodel = QuantizedModel(arch, wq[w][0], eq[e][0])
+    return qmodel, {**wq[w][1], **eq[e][1]}, w, e, info
+
+
+def read_model(header: Mapping[str, Any], sections: Mapping[str, bytes], name: str = "hnerv",
+               max_values: int | None = None) -> QuantizedModel:
+    """Rebuild the quantized model from a header and sections (the decoder side); the header is
+    validated first (:func:`check_header`)."""
+    arch, wbits, ebits = check_header(header, name, max_values)
     for name in ("ws", "w") + (("es", "e") if arch.kind == "hnerv" else ()):
         if name not in sections:
             raise CorruptStreamError(f"stream has no '{name}' section")
@@ -238,61 +446,131 @@ def psnr_of(frames: np.ndarray, recon: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(err, 1e-10))))
 
 
+#: parameters both codecs take (rate control, training, quantization)
+_COMMON: tuple[Param, ...] = (
+    Param("quality", "int", None, f"quality preset 1..8 (target bpp {QUALITY_BPP}); none: {DEFAULT_QUALITY} "
+          "unless another rate control is given", lo=1, hi=8, nullable=True),
+    Param("target_bpp", "float", None, "target bits per pixel of the whole file", lo=1e-6, nullable=True),
+    Param("target_bytes", "int", None, "target size of the whole file in bytes", lo=1, nullable=True),
+    Param("target_params", "int", None, "model size in values (decoder parameters + embeddings; "
+          "equal-size comparisons)", lo=1, nullable=True),
+    Param("epochs", "int", 300, "training epochs (the most, under time_budget)", lo=1, hi=1_000_000),
+    Param("time_budget", "float", None, "wall-clock seconds for the whole encode (training, pruning, "
+          "fine-tune, quantization); none: no limit", lo=0.001, nullable=True),
+    Param("lr", "float", None, "Adam learning rate; none: chosen from the planned iterations and model size",
+          lo=1e-7, hi=10.0, nullable=True),
+    Param("batch", "int", 2, "frames per training step", lo=1, hi=4096),
+    Param("prune", "float", 0.1, "fraction of decoder weights pruned before the fine-tune", lo=0.0, hi=0.99),
+    Param("finetune_epochs", "int", None, "fine-tune epochs after pruning; none: epochs // 10", lo=0,
+          nullable=True),
+    Param("seed", "int", 0, "seed of the initial weights and batch order", lo=0, hi=2**62),
+    Param("checkpoint", "path", None, "checkpoint file: written every epoch, resumed from when it exists",
+          nullable=True),
+    Param("device", "str", "auto", "training device: auto, cpu, cuda, cuda:N"),
+    Param("threads", "int", None, "torch threads for the encode; none: OMP_NUM_THREADS if set, else 1 "
+          "(restored afterwards)", lo=1, hi=256, nullable=True),
+    Param("weight_bits", "int", None, "weight bit depth; none: 8, or searched 5..12 to land a rate target",
+          lo=2, hi=16, nullable=True),
+    Param("embed_bits", "int", None, "embedding bit depth (hnerv); none: 6, or searched 4..10 to land a rate "
+          "target", lo=2, hi=16, nullable=True),
+    Param("fps", "float", 25.0, "frame rate stored in the header", lo=0.001, hi=1000),
+    Param("strides", "ints", None, "decoder up-sampling factors; none: chosen from the frame size", lo=1, hi=8,
+          nullable=True),
+    Param("width0", "int", None, "first decoder width (overrides the rate control)", lo=1, hi=4096, nullable=True),
+)
+
+
 class _NeuralVideoCodec(Codec):
     kind: ClassVar[str] = "video"
-    #: 2: the encoder's report left the header (reproducible files); 1 is still decoded
-    version: ClassVar[int] = 2
+    #: 3: compact header (<= 150 bytes); 2: the encoder's report left the header; 1 is still decoded
+    version: ClassVar[int] = 3
     min_version: ClassVar[int] = 1
     model_kind: ClassVar[str]
 
-    def _compress(self, data: Any, progress: bool, *, rate: dict, train: dict, arch_fields: dict,
-                  wbits: int, ebits: int, fps: float) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
-        from .train import FitConfig, fit  # encoding is training; decoding never gets here
+    def _compress(self, data: Any, progress: bool, values: dict[str, Any], arch_keys: tuple[str, ...]
+                  ) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
+        from .train import FitConfig, fit, resolve_threads, torch_threads  # encoding is training
 
-        frames = check_video(data)
-        if not (isinstance(fps, (int, float)) and 0 < fps <= 1000):
-            raise UsageError(f"fps must be a number in (0, 1000], got {fps!r}")
-        for name, v in (("weight_bits", wbits), ("embed_bits", ebits)):
-            if not isinstance(v, int) or not 2 <= v <= 16:
-                raise UsageError(f"{name} must be an integer in 2..16, got {v!r}")
-        arch = plan(self.model_kind, frames.shape, **rate, **arch_fields)
-        cfg = FitConfig(progress=progress, **train)
         t0 = time.monotonic()
-        result = fit(frames, arch, cfg)
-        model = result.model.cpu().float()  # this encode's own model: moving it touches nobody else's
-        embed = embeddings(model, frames) if arch.kind == "hnerv" else None
-        qmodel, sections = quantize_model(model, arch, embed, wbits, ebits)
-        recon = qmodel.render(batch=8, device="cpu")  # exactly what decode(device="cpu") returns
-        header = {"shape": list(frames.shape), "dtype": "uint8", "arch": arch.to_json(), "wbits": wbits, "ebits": ebits,
-                  "fps": float(fps)}
-        size = len(ncx.pack(ncx.Container(self.name, self.version, header, sections)))  # what encode() writes
+        frames = check_video(data)
+        v = values
+        threads = resolve_threads(v["threads"])
+        rate = {k: v[k] for k in ("quality", "target_bpp", "target_bytes", "target_params", "strides", "width0")}
+        arch_fields = {k: v[k] for k in arch_keys if v[k] is not None}
+        if self.model_kind == "hnerv":
+            rate["embed_ch"] = v["embed_ch"]
+        fps = float(v["fps"])
+        target = None
+        if v["width0"] is None and v["target_params"] is None:
+            target = target_size(frames.shape, v["quality"], v["target_bpp"], v["target_bytes"])
+            floor = smallest_reachable(self.model_kind, frames.shape, fps, strides=v["strides"],
+                                       **({"embed_ch": v["embed_ch"]} if self.model_kind == "hnerv" else {}),
+                                       **arch_fields)
+            if target * (1 + RATE_TOLERANCE) < floor:
+                pixels = frames.shape[0] * frames.shape[1] * frames.shape[2]
+                raise UsageError(
+                    f"{self.name} cannot make a file of {target:.0f} bytes ({target * 8 / pixels:.4f} bpp) for this "
+                    f"{frames.shape[0]}x{frames.shape[1]}x{frames.shape[2]} clip: the smallest reachable rate is "
+                    f"{floor * 8 / pixels:.4f} bpp ({floor:.0f} bytes); ask for at least that, or give more frames")
+        arch = plan(self.model_kind, frames.shape, fps=fps, **rate, **arch_fields)
+        cfg = FitConfig(progress=progress, threads=threads,
+                        **{k: v[k] for k in ("epochs", "time_budget", "lr", "batch", "prune", "finetune_epochs",
+                                             "seed", "checkpoint", "device")})
+        with torch_threads(threads):  # the whole encode, so the bytes never depend on the caller's count
+            cfg.time_reserve = time.monotonic() - t0
+            result = fit(frames, arch, cfg)
+            model = result.model.cpu().float()  # this encode's own model: moving it touches nobody else's
+            embed = embeddings(model, frames) if arch.kind == "hnerv" else None
+
+            def make_file(wb: int, eb: int, sections: dict[str, bytes]) -> bytes:
+                return ncx.pack(ncx.Container(self.name, self.version, make_header(frames.shape, fps, arch, wb, eb),
+                                              sections))
+
+            qmodel, sections, wbits, ebits, search = choose_precision(
+                model, arch, embed, frames, target, v["weight_bits"], v["embed_bits"], make_file)
+            recon = qmodel.render(batch=8, device="cpu")  # exactly what decode(device="cpu") returns
+        header = make_header(frames.shape, fps, arch, wbits, ebits)
+        size = len(make_file(wbits, ebits, sections))  # what encode() writes
         # progress is the training's tqdm bar; the summary is the caller's to print, from the report
         report = self._report(frames, recon, arch, result, cfg, sections, size, time.monotonic() - t0)
+        report.update({"weight_bits": wbits, "embed_bits": ebits, "header_bytes": len(ncx.pack(ncx.Container(
+            self.name, self.version, header, {}))), "precision_search": search})
+        if target is not None:
+            report["target_bytes"] = round(target, 1)
+            report["rate_error"] = round(size / target - 1, 4)
+            if abs(size / target - 1) > RATE_TOLERANCE:
+                report["warnings"].append(f"the file is {size} bytes, {100 * (size / target - 1):+.1f} % from the "
+                                          f"target {target:.0f}: outside the +-{100 * RATE_TOLERANCE:.0f} % "
+                                          "the rate control promises")
+        if v["time_budget"] is not None and report["seconds"] > 1.1 * v["time_budget"]:
+            report["warnings"].append(f"the encode took {report['seconds']:.1f} s for a {v['time_budget']:g} s budget")
         return header, sections, report
 
     @staticmethod
     def _report(frames: np.ndarray, recon: np.ndarray, arch: Arch, result: "FitResult", cfg: Any,
                 sections: Mapping[str, bytes], size: int, seconds: float) -> dict[str, Any]:
-        """What used to be the header's ``fit`` (same keys), plus the loss curve and fit time."""
+        """The encode's statistics (never part of the file): size, PSNR, model, training."""
         pixels = frames.shape[0] * frames.shape[1] * frames.shape[2]
         stats = result.stats()
         return {
             "bpp": round(size * 8 / pixels, 6), "bytes": size, "psnr": round(psnr_of(frames, recon), 4),
-            "psnr_float": stats["psnr_float"], "params": decoder_params(arch), "embed_values": embed_values(arch),
-            "model_values": model_values(arch), "epochs": stats["epochs"], "finetune_epochs": stats["finetune_epochs"],
-            "prune": cfg.prune, "lr": stats["lr"], "seconds": round(seconds, 2), "fit_seconds": stats["seconds"],
+            "psnr_float": stats["psnr_float"], "baseline_psnr": stats["baseline_psnr"],
+            "params": decoder_params(arch), "embed_values": embed_values(arch),
+            "model_values": model_values(arch), "width0": arch.width0, "embed_ch": arch.embed_ch if arch.kind == "hnerv" else 0,
+            "epochs": stats["epochs"], "finetune_epochs": stats["finetune_epochs"],
+            "prune": cfg.prune, "lr": stats["lr"], "lr_auto": stats["lr_auto"], "threads": stats["threads"],
+            "restarts": stats["restarts"], "warnings": stats["warnings"],
+            "seconds": round(seconds, 2), "fit_seconds": stats["seconds"],
             "sections": {k: len(v) for k, v in sections.items()}, "history": stats["history"],
         }
 
     def decompress(self, header: dict, sections: Mapping[str, bytes], *, frames: tuple[int, int] | None = None,
-                   batch: int = 8, device: str = "auto") -> np.ndarray:
-        """Decode to uint8 ``T,H,W,3``; ``frames=(a, b)`` decodes frames a..b-1 only."""
-        model = read_model(header, sections)
+                   batch: int = 8, device: str = "auto", max_values: int | None = None) -> np.ndarray:
+        """Decode to uint8 ``T,H,W,3``; ``frames=(a, b)`` decodes frames a..b-1 only; ``max_values``:
+        refuse a file claiming more decoded values (see :mod:`neurocodec.schema`)."""
+        model = read_model(header, sections, self.name, max_values)
         if model.arch.kind != self.model_kind:
             raise CorruptStreamError(f"stream holds a {model.arch.kind} model, not {self.model_kind}")
-        shape = header.get("shape")
-        if list(shape or []) != [model.arch.frames, model.arch.height, model.arch.width, 3]:
-            raise CorruptStreamError(f"header shape {shape} does not match the architecture")
         return model.render(frames, batch=batch, device=device)
 
 
@@ -302,30 +580,24 @@ class HNeRVCodec(_NeuralVideoCodec):
     name: ClassVar[str] = "hnerv"
     description: ClassVar[str] = "HNeRV (CVPR 2023): video as embeddings + a fitted decoder network"
     model_kind: ClassVar[str] = "hnerv"
+    params: ClassVar[tuple[Param, ...]] = _COMMON + (
+        Param("embed_ch", "int", None, "embedding channels; none: about 12 % of the budget", lo=1, hi=256,
+              nullable=True),
+        Param("enc_width", "int", 32, "encoder width (not transmitted)", lo=1, hi=1024),
+        Param("ks_min", "int", 1, "first decoder kernel size", lo=1, hi=9),
+        Param("ks_max", "int", 5, "largest decoder kernel size", lo=1, hi=9),
+        Param("reduce", "float", 1.2, "width divisor per decoder stage", lo=1.0, hi=8.0),
+        Param("lower_width", "int", 12, "smallest decoder width", lo=1, hi=4096),
+    )
 
-    def compress(self, data: Any, *, progress: bool = False,
-                 quality: int | None = None, target_bpp: float | None = None, target_bytes: int | None = None,
-                 target_params: int | None = None,
-                 epochs: int = 300, time_budget: float | None = None, lr: float = 1e-3, batch: int = 2,
-                 prune: float = 0.1, finetune_epochs: int | None = None, seed: int = 0,
-                 checkpoint: str | None = None, device: str = "auto",
-                 weight_bits: int = 8, embed_bits: int = 6, fps: float = 25.0,
-                 strides: list[int] | None = None, width0: int | None = None, embed_ch: int | None = None,
-                 enc_width: int = 32, ks_min: int = 1, ks_max: int = 5, reduce: float = 1.2,
-                 lower_width: int = 12) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, **values: Any) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
         """Fit HNeRV to a ``T,H,W,3`` uint8 clip. Rate: one of ``quality`` (1..8), ``target_bpp``,
         ``target_bytes``, ``target_params`` (or an explicit ``width0``). ``checkpoint``: a path
         where training is checkpointed every epoch and resumed from. Returns the header, the
-        sections and the report (bytes, bpp, PSNR after quantization, epochs, lr, times, loss curve)."""
-        return self._compress(
-            data, progress,
-            rate=dict(quality=quality, target_bpp=target_bpp, target_bytes=target_bytes, target_params=target_params,
-                      strides=strides, width0=width0, embed_ch=embed_ch),
-            train=dict(epochs=epochs, time_budget=time_budget, lr=lr, batch=batch, prune=prune,
-                       finetune_epochs=finetune_epochs, seed=seed, checkpoint=checkpoint, device=device),
-            arch_fields=dict(enc_width=enc_width, ks_min=ks_min, ks_max=ks_max, reduce=reduce, lower_width=lower_width),
-            wbits=weight_bits, ebits=embed_bits, fps=fps,
-        )
+        sections and the report (bytes, bpp, PSNR after quantization, epochs, lr, restarts,
+        warnings, times, loss curve)."""
+        return self._compress(data, progress, values, ("enc_width", "ks_min", "ks_max", "reduce", "lower_width"))
 
 
 class NeRVCodec(_NeuralVideoCodec):
@@ -334,26 +606,16 @@ class NeRVCodec(_NeuralVideoCodec):
     name: ClassVar[str] = "nerv"
     description: ClassVar[str] = "NeRV (NeurIPS 2021): video as a network of the frame index"
     model_kind: ClassVar[str] = "nerv"
+    params: ClassVar[tuple[Param, ...]] = _COMMON + (
+        Param("reduce", "float", 2.0, "width divisor per decoder stage", lo=1.0, hi=8.0),
+        Param("lower_width", "int", 12, "smallest decoder width", lo=1, hi=4096),
+        Param("pe_base", "float", 1.25, "positional-encoding base", lo=1.0, hi=16.0),
+        Param("pe_levels", "int", 80, "positional-encoding frequencies", lo=1, hi=256),
+        Param("mlp_hidden", "int", None, "hidden MLP width; none: one linear layer (as the official code)", lo=0,
+              hi=8192, nullable=True),
+    )
 
-    def compress(self, data: Any, *, progress: bool = False,
-                 quality: int | None = None, target_bpp: float | None = None, target_bytes: int | None = None,
-                 target_params: int | None = None,
-                 epochs: int = 300, time_budget: float | None = None, lr: float = 1e-3, batch: int = 2,
-                 prune: float = 0.1, finetune_epochs: int | None = None, seed: int = 0,
-                 checkpoint: str | None = None, device: str = "auto",
-                 weight_bits: int = 8, embed_bits: int = 6, fps: float = 25.0,
-                 strides: list[int] | None = None, width0: int | None = None,
-                 reduce: float = 2.0, lower_width: int = 12, pe_base: float = 1.25, pe_levels: int = 80,
-                 mlp_hidden: int | None = None) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, **values: Any) -> tuple[dict, dict[str, bytes], dict[str, Any]]:
         """Fit NeRV to a ``T,H,W,3`` uint8 clip (same rate controls, checkpoint and report as ``hnerv``)."""
-        fields: dict[str, Any] = dict(reduce=reduce, lower_width=lower_width, pe_base=pe_base, pe_levels=pe_levels)
-        if mlp_hidden is not None:
-            fields["mlp_hidden"] = mlp_hidden
-        return self._compress(
-            data, progress,
-            rate=dict(quality=quality, target_bpp=target_bpp, target_bytes=target_bytes, target_params=target_params,
-                      strides=strides, width0=width0),
-            train=dict(epochs=epochs, time_budget=time_budget, lr=lr, batch=batch, prune=prune,
-                       finetune_epochs=finetune_epochs, seed=seed, checkpoint=checkpoint, device=device),
-            arch_fields=fields, wbits=weight_bits, ebits=embed_bits, fps=fps,
-        )
+        return self._compress(data, progress, values, ("reduce", "lower_width", "pe_base", "pe_levels", "mlp_hidden"))

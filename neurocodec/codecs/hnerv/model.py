@@ -96,11 +96,98 @@ class Arch:
 
     @classmethod
     def from_json(cls, d: dict) -> "Arch":
+        return cls.from_dict(d, CorruptStreamError)
+
+    # -------------------------------------------------------------- compact form (header v3)
+    def to_compact(self, wbits: int, ebits: int) -> str:
+        """The decoder's description and the bit depths as one terse string (bitstream version 3):
+        ``"h s5.4.2 w12 e4 k1.5 r1.2 l12 b8.6"`` (HNeRV) or ``"n s5.4.2 w8 r2.0 l12 p1.25.80 m0 b8.6"``
+        (NeRV). Frames and frame size come from the header's ``shape``; the encoder width is not
+        needed to decode, so it is not sent. About 40 bytes where the JSON form took about 300."""
+        tok = [self.kind[0], "s" + ".".join(str(int(s)) for s in self.strides), f"w{self.width0}"]
+        if self.kind == "hnerv":
+            tok += [f"e{self.embed_ch}", f"k{self.ks_min}.{self.ks_max}"]
+        tok += [f"r{float(self.reduce)!r}", f"l{self.lower_width}"]
+        if self.kind == "nerv":
+            tok += [f"p{float(self.pe_base)!r}.{self.pe_levels}", f"m{self.mlp_hidden}"]
+        tok.append(f"b{int(wbits)}.{int(ebits)}")
+        return " ".join(tok)
+
+    @classmethod
+    def from_compact(cls, text: Any, frames: int, height: int, width: int) -> tuple["Arch", int, int]:
+        """Inverse of :meth:`to_compact`: ``(arch, wbits, ebits)``; anything malformed is a
+        :class:`CorruptStreamError` (never a KeyError/ValueError from deep inside)."""
+        def bad(why: str) -> CorruptStreamError:
+            return CorruptStreamError(f"bad architecture in header ({why})")
+
+        if not isinstance(text, str) or not 0 < len(text) <= 200:
+            raise bad("not a short string")
+        parts = text.split(" ")
+        kinds = {"h": "hnerv", "n": "nerv"}
+        if parts[0] not in kinds:
+            raise bad(f"unknown model kind {parts[0][:8]!r}")
+        kind = kinds[parts[0]]
+        need = ("s", "w", "r", "l", "b") + (("e", "k") if kind == "hnerv" else ("p", "m"))
+        fields: dict[str, str] = {}
+        for t in parts[1:]:
+            if not t or t[0] not in need or t[0] in fields:
+                raise bad(f"unexpected field {t[:8]!r}")
+            fields[t[0]] = t[1:]
+        if set(fields) != set(need):
+            raise bad(f"missing fields {sorted(set(need) - set(fields))}")
+
+        def ints(v: str, n: int | None = None) -> list[int]:
+            xs = v.split(".")
+            if (n is not None and len(xs) != n) or not all(x.isdigit() and len(x) <= 7 for x in xs):
+                raise bad(f"{v[:12]!r} is not a list of integers")
+            return [int(x) for x in xs]
+
+        def num(v: str) -> float:
+            try:
+                out = float(v)
+            except ValueError:
+                raise bad(f"{v[:12]!r} is not a number") from None
+            if not math.isfinite(out):
+                raise bad("non-finite number")
+            return out
+
+        kw: dict[str, Any] = dict(kind=kind, frames=frames, height=height, width=width, strides=ints(fields["s"]),
+                                  width0=ints(fields["w"], 1)[0], reduce=num(fields["r"]),
+                                  lower_width=ints(fields["l"], 1)[0])
+        if kind == "hnerv":
+            kw["embed_ch"] = ints(fields["e"], 1)[0]
+            kw["ks_min"], kw["ks_max"] = ints(fields["k"], 2)
+        else:
+            base, _, levels = fields["p"].rpartition(".")
+            kw["pe_base"], kw["pe_levels"] = num(base), ints(levels, 1)[0]
+            kw["mlp_hidden"] = ints(fields["m"], 1)[0]
+        wbits, ebits = ints(fields["b"], 2)
+        arch = cls(**kw)
+        arch.validate(CorruptStreamError)
+        return arch, wbits, ebits
+
+    @classmethod
+    def from_dict(cls, d: Any, err: type[Exception] = CorruptStreamError) -> "Arch":
+        """An architecture from its JSON form (bitstream versions 1-2, checkpoints), every field's
+        type checked first so a forged header gives ``err``, never a TypeError/ValueError."""
+        if not isinstance(d, dict):
+            raise err("bad architecture in header (not an object)")
+        known = {f: t for f, t in cls.__annotations__.items()}
+        for k, v in d.items():
+            if k not in known:
+                raise err(f"bad architecture in header (unknown field {str(k)[:20]!r})")
+            t = known[k]
+            ok = (isinstance(v, str) if t == "str" else
+                  isinstance(v, int) and not isinstance(v, bool) if t == "int" else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) if t == "float" else
+                  isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v))
+            if not ok:
+                raise err(f"bad architecture in header (field {k} = {str(v)[:20]!r})")
         try:
             arch = cls(**d)
         except TypeError as exc:
-            raise CorruptStreamError(f"bad architecture in header: {exc}") from None
-        arch.validate(CorruptStreamError)
+            raise err(f"bad architecture in header: {exc}") from None
+        arch.validate(err)
         return arch
 
     def validate(self, err: type[Exception] = UsageError) -> None:
@@ -116,6 +203,11 @@ class Arch:
             raise err("architecture kernel/reduce fields out of range")
         if self.width0 > 4096 or self.embed_ch > 256 or self.mlp_hidden > 8192 or self.pe_levels > 256:
             raise err("architecture widths out of range")
+        if not (1.0 <= float(self.pe_base) <= 16.0):
+            raise err(f"architecture field pe_base={self.pe_base!r} out of range")
+        # what a decoder would allocate: refuse absurd sizes before any memory is taken
+        if self.frames * self.height * self.width > 1 << 34 or decoder_params(self) > 1 << 27:
+            raise err("architecture too large (frames x size or decoder parameters out of range)")
 
 
 def choose_strides(height: int, width: int, *, max_positions: int = 24, min_side: int = 2) -> list[int]:

@@ -12,6 +12,23 @@ step, missing from the official code). A non-finite loss, or an epoch whose loss
 learning without ever producing NaN), rolls the epoch back and halves the lr (HNeRV is known to
 diverge on some clips at 1e-3, and short CPU budgets want larger steps).
 
+Defaults that follow the budget: ``lr=None`` (the default) takes :func:`default_lr` of the planned
+iterations and the model size, fitted to a screen on clips the benchmark never reports
+(``benchmarks/results/video/bikes/lr_budget_screen.json``); under ``time_budget`` the plan (and so
+the step) is re-made after every epoch from the measured epoch time, keeping back time for the
+fine-tune and for what the encode does after the fit (quantization, rendering).
+
+Never silently degenerate: after the warm-up, and again at the end of training, the fit's PSNR is
+compared with the PSNR of painting every pixel the clip's mean colour (:func:`baseline_psnr`); a fit
+within ``COLLAPSE_DB`` of it has collapsed (a knocked-out network that the loss-spike guard cannot
+see) and is restarted from fresh weights at a quarter of the step, up to ``MAX_RESTARTS`` times;
+every restart is recorded (:attr:`FitResult.restarts`) and a fit that stays degenerate raises.
+
+Threads: ``threads`` (default: ``OMP_NUM_THREADS`` when set, else 1; on a loaded 2-core machine one
+training step took 0.32 s at 1 thread against 2.33 s at 2) is applied through
+:func:`torch_threads`, the one place this wing touches torch's thread count, which puts the previous
+count back when the fit (or the encode) ends.
+
 The pieces, one concern each: :class:`Schedule` (epochs per phase, re-planned under a wall-clock
 budget), :class:`RollbackGuard` (divergence detection and roll-back), :func:`start_finetune` (the
 pruning phase), :func:`save_checkpoint` / :func:`load_checkpoint` (resumable training through
@@ -32,6 +49,7 @@ and broadcast. Rank 0 writes checkpoints. The process group is set up by the cal
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -59,13 +77,96 @@ CHECKPOINT_KIND = "hnerv-checkpoint"
 CHECKPOINT_VERSION = 1
 #: the fine-tune's batch orders are drawn with epoch numbers offset by this (distinct from training's)
 _FINETUNE_EPOCH_OFFSET = 10_000
+#: a fit whose PSNR is within this many dB of the mean-colour baseline after the warm-up has collapsed
+COLLAPSE_DB = 1.0
+#: fits shorter than this many training epochs or iterations are too short to judge (a warning, not
+#: a restart): on the bikes screen no step learned anything in 80 iterations, good ones did in 240;
+#: carphone's healthy 30-frame fits sit at the mean colour for their first 3-4 epochs (60 iterations)
+MIN_JUDGE_EPOCHS = 6
+MIN_JUDGE_ITERS = 200
+#: the first check comes after this fraction of training (and at least CHECK_MIN_ITERS iterations)
+CHECK_AT = 0.3
+CHECK_MIN_ITERS = 100
+#: restarts of a collapsed fit (each at RESTART_LR_FACTOR of the previous step) before giving up
+MAX_RESTARTS = 2
+RESTART_LR_FACTOR = 0.25
+#: time kept back under a time budget for the work after the fit, in epochs (quantization, the
+#: precision search and the final render take about half an epoch's compute)
+RESERVE_EPOCHS = 0.6
+#: initial weights of restart k come from seed + k * _RESTART_SEED_STRIDE
+_RESTART_SEED_STRIDE = 7919
+
+
+# ------------------------------------------------------------------------- defaults that fit
+def default_lr(kind: str, iterations: int, values: int) -> float:
+    """Adam step for a fit of ``iterations`` steps of a model with ``values`` transmitted values.
+
+    From ``benchmarks/results/video/bikes/lr_budget_screen.json`` (a 16-frame bikes crop, never a
+    reported clip; 80-720 iterations): HNeRV's best step was 5e-3..1e-2 at 44k values and 5e-3 at
+    126k, and 2e-2 or more collapsed the fit (17-18 dB, or the mean colour); NeRV's best was
+    5e-3..1e-2 at 41k values and 4e-2 failed. Beyond the screen (more than ``LR_FLAT_ITERS``
+    iterations) the step falls as ``iterations ** -0.5`` toward the official 300-epoch recipe's
+    1e-3. So ``lr = LR_REF * (values / 50000) ** -size_exp * min(1, (iterations / LR_FLAT_ITERS) ** -0.5)``,
+    clamped to ``[LR_MIN, LR_MAX]``. The committed carphone screen preferred larger steps (4e-2
+    at 1200 iterations, 1.3 dB over 1e-2): a safe default costs that on easy clips, and
+    ``lr`` stays a parameter; a fit that collapses anyway is restarted (see :func:`fit`)."""
+    ref, size_exp = _LR_RULE[kind]
+    lr = ref * (max(values, 1) / 50000.0) ** -size_exp * min(1.0, (max(iterations, 1) / LR_FLAT_ITERS) ** -0.5)
+    return float(min(LR_MAX, max(LR_MIN, lr)))
+
+
+#: per codec: (lr at 50k values within the screened range, exponent on the model size)
+_LR_RULE: dict[str, tuple[float, float]] = {"hnerv": (0.01, 0.5), "nerv": (0.01, 0.0)}
+LR_FLAT_ITERS = 1000
+LR_MIN, LR_MAX = 1e-3, 0.04
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``threads``, or ``OMP_NUM_THREADS`` when it is set to a positive integer, or 1 (small
+    convolutions on a shared CPU run fastest single-threaded; see the module docstring)."""
+    if threads is not None:
+        return int(threads)
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else 1
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with torch's intra-op thread count at ``n``, then put the previous count back.
+
+    The only place the hnerv wing touches this process-wide setting: a fit is long and its speed
+    depends on it (8x between 1 and 2 threads on a loaded 2-core machine), and the library must
+    leave the caller's setting as it found it."""
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def baseline_psnr(frames: np.ndarray) -> float:
+    """PSNR of painting every pixel of the clip its mean colour (per channel): a network that does
+    no better has learned nothing. Computed in chunks of frames (float64 sums, no full copy)."""
+    T = frames.shape[0]
+    s1 = np.zeros(3)
+    s2 = np.zeros(3)
+    for i in range(0, T, 16):
+        x = frames[i : i + 16].reshape(-1, 3).astype(np.float64)
+        s1 += x.sum(0)
+        s2 += np.einsum("ij,ij->j", x, x)
+    n = frames[..., 0].size
+    var = np.maximum(s2 / n - (s1 / n) ** 2, 0.0).mean()
+    return 10 * math.log10(255.0**2 / max(var, 1e-10))
 
 
 @dataclass
 class FitConfig:
     epochs: int = 300
     time_budget: float | None = None  # seconds for training + fine-tune (wall clock)
-    lr: float = 1e-3
+    lr: float | None = None  # None: default_lr of the planned iterations and the model size
     batch: int = 2
     warmup: float = 0.1
     prune: float = 0.1
@@ -74,13 +175,17 @@ class FitConfig:
     checkpoint: str | None = None
     progress: bool = False
     device: str = "auto"
+    threads: int | None = None  # torch threads during the fit (None: OMP_NUM_THREADS or 1)
+    time_reserve: float = 0.0  # seconds of the budget already spent by the caller (the encode's set-up)
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise UsageError(f"epochs must be a positive integer, got {self.epochs!r}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise UsageError(f"time_budget must be > 0 seconds, got {self.time_budget!r}")
-        if not self.lr > 0 or not isinstance(self.batch, int) or self.batch < 1:
+        if self.threads is not None and (not isinstance(self.threads, int) or not 1 <= self.threads <= 256):
+            raise UsageError(f"threads must be an integer 1..256, got {self.threads!r}")
+        if (self.lr is not None and not self.lr > 0) or not isinstance(self.batch, int) or self.batch < 1:
             raise UsageError("lr must be > 0 and batch a positive integer")
         if not 0.0 <= self.prune < 1.0:
             raise UsageError(f"prune must be in [0, 1), got {self.prune}")
@@ -104,14 +209,21 @@ class FitResult:
     finetune_epochs: int
     seconds: float
     psnr_train: float  # float PSNR of the last epoch (before quantization)
-    lr: float  # the lr actually used (after roll-backs)
+    lr: float  # the lr actually used (after roll-backs and restarts)
     history: list = field(default_factory=list)  # [phase, epoch, mse, seconds] per accepted epoch
+    restarts: list = field(default_factory=list)  # one dict per collapsed attempt that was restarted
+    warnings: list = field(default_factory=list)  # what the caller must tell the user
+    baseline_psnr: float = 0.0  # the mean-colour PSNR of the clip
+    lr_auto: bool = True  # whether the step came from default_lr
+    threads: int = 1
 
     def stats(self) -> dict[str, Any]:
         """The fit's statistics as JSON-able values (what an encode's report carries)."""
         return {"epochs": self.epochs, "finetune_epochs": self.finetune_epochs, "lr": self.lr,
+                "lr_auto": self.lr_auto, "threads": self.threads,
                 "seconds": round(self.seconds, 2), "psnr_float": round(self.psnr_train, 4),
-                "history": [list(h) for h in self.history]}
+                "baseline_psnr": round(self.baseline_psnr, 3), "restarts": list(self.restarts),
+                "warnings": list(self.warnings), "history": [list(h) for h in self.history]}
 
 
 # ------------------------------------------------------------------------------- schedule
@@ -160,18 +272,28 @@ class Schedule:
     def total(self) -> int:
         return self.train + self.finetune
 
+    per_epoch: float = 0.0  # measured seconds per training epoch (time budget only)
+
     def after_epoch(self, phase: str, done: int, train_epochs_run: int, elapsed: float, cfg: FitConfig,
-                    device: torch.device) -> None:
-        """Re-plan after an accepted epoch (``elapsed``: seconds since the fit began)."""
+                    device: torch.device, attempt_start: float = 0.0) -> None:
+        """Re-plan after an accepted epoch (``elapsed``: seconds since the fit began;
+        ``attempt_start``: when the current attempt began, after a collapse restart).
+
+        The budget left (``time_budget`` minus what the caller spent before the fit, minus
+        ``RESERVE_EPOCHS`` epochs for the work after it) is divided by the measured epoch time;
+        the fine-tune stops before an epoch that would not fit."""
         if cfg.time_budget is None:
             return
         if phase == "train":
-            per = elapsed / train_epochs_run
-            fits = int(cfg.time_budget / per)
-            ft_new = min(self.finetune_default, max(1, fits // 11)) if self.finetune_default else 0
-            self.train = int(_broadcast(float(max(done, min(cfg.epochs, fits - ft_new))), device))
+            self.per_epoch = (elapsed - attempt_start) / max(train_epochs_run, 1)
+        per = max(self.per_epoch, 1e-6)
+        budget = cfg.time_budget - cfg.time_reserve - RESERVE_EPOCHS * per
+        if phase == "train":
+            more = max(int((budget - elapsed) / per), 0)  # epochs that still fit
+            ft_new = min(self.finetune_default, max(1, (done + more) // 11)) if self.finetune_default else 0
+            self.train = int(_broadcast(float(max(done, min(cfg.epochs, done + more - ft_new))), device))
             self.finetune = int(_broadcast(float(ft_new), device))
-        elif _broadcast(float(elapsed > cfg.time_budget), device):
+        elif _broadcast(float(elapsed + per > budget), device):
             self.finetune = done
 
 
@@ -186,6 +308,9 @@ class TrainState:
     elapsed: float = 0.0  # wall-clock seconds before this process took over (resume)
     history: list = field(default_factory=list)  # [phase, epoch, mse, seconds] per accepted epoch
     masks: list[torch.Tensor] | None = None  # pruning keep-masks, held during the fine-tune
+    restarts: list = field(default_factory=list)  # the collapsed attempts (see fit)
+    attempt_start: float = 0.0  # fit seconds at which the current attempt began
+    checked: bool = False  # whether this attempt passed its after-warm-up collapse check
 
     def best(self) -> float:
         """The lowest epoch loss of the current phase so far (inf when none)."""
@@ -211,7 +336,8 @@ class TrainState:
 
     def psnr_last(self) -> float:
         """Float PSNR of the last accepted epoch (0 before the first)."""
-        return _psnr(self.history[-1][2]) if self.history else 0.0
+        epochs = [h for h in self.history if h[0] != "restart"]
+        return _psnr(epochs[-1][2]) if epochs else 0.0
 
 
 def _psnr(mse: float) -> float:
@@ -286,7 +412,8 @@ def save_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: 
     tree, arrays = weights.flatten({"model": model.state_dict(), "opt": opt.state_dict(), "masks": state.masks})
     config = {"arch": arch.to_json(), "recipe": cfg.recipe(), "phase": state.phase, "done": state.done,
               "lr_scale": state.lr_scale, "elapsed": elapsed, "planned": schedule.train,
-              "ft_planned": schedule.finetune, "history": state.history, "tree": tree}
+              "ft_planned": schedule.finetune, "history": state.history, "restarts": state.restarts,
+              "attempt_start": state.attempt_start, "checked": state.checked, "tree": tree}
     return weights.save(path, CHECKPOINT_KIND, CHECKPOINT_VERSION, config, arrays)
 
 
@@ -308,7 +435,8 @@ def load_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: 
         tree = weights.unflatten(conf["tree"], ckpt.arrays, as_tensors=True, int_keys=True)
         masks = None if tree["masks"] is None else [m.to(device) for m in tree["masks"]]
         state = TrainState(conf["phase"], int(conf["done"]), float(conf["lr_scale"]), float(conf["elapsed"]),
-                           list(conf["history"]), masks)
+                           list(conf["history"]), masks, list(conf.get("restarts", [])),
+                           float(conf.get("attempt_start", 0.0)), bool(conf.get("checked", False)))
         planned, ft_planned = int(conf["planned"]), int(conf["ft_planned"])
         model_state, opt_state = tree["model"], tree["opt"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -421,6 +549,11 @@ def _next_phase(state: TrainState, schedule: Schedule, model: Model, cfg: FitCon
     return False
 
 
+def _collapsed(psnr: float, baseline: float) -> bool:
+    """No better than the mean colour (a clip that is nearly one flat colour is never judged)."""
+    return baseline < 35.0 and psnr < baseline + COLLAPSE_DB
+
+
 def fit(
     frames: np.ndarray,
     arch: Arch,
@@ -431,18 +564,40 @@ def fit(
     """Train ``arch`` on ``frames`` (T,H,W,3 uint8), prune + fine-tune, and return the model.
 
     Same frames, arch and config (without ``time_budget``) => the same model, bit for bit, on one
-    device and thread count; the global RNGs are neither used nor changed. ``on_epoch(epoch,
-    phase)`` is called after each accepted epoch (tests use it to simulate interruption)."""
+    device and thread count; the global RNGs are neither used nor changed, and torch's thread
+    count is set to ``cfg.threads`` for the fit only (:func:`torch_threads`). ``on_epoch(epoch,
+    phase)`` is called after each accepted epoch (tests use it to simulate interruption).
+
+    A collapsed attempt (see :func:`_collapsed`; checked once after ``CHECK_AT`` of the training and
+    again at its end, when training is at least ``MIN_JUDGE_EPOCHS`` and ``MIN_JUDGE_ITERS`` long) restarts from fresh
+    weights at ``RESTART_LR_FACTOR`` of the step; after ``MAX_RESTARTS`` it raises a
+    :class:`NeurocodecError`. Too short a fit to judge returns with a warning instead."""
     cfg.validate()
+    threads = resolve_threads(cfg.threads)
+    with torch_threads(threads):
+        result = _fit(frames, arch, cfg, on_epoch)
+    result.threads = threads
+    return result
+
+
+def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int, str], None] | None) -> FitResult:
+    from .model import model_values
+
     rank, world = _dist()
     device = _rank_device(cfg.device, rank, world)
     model = Model(arch, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     T = frames.shape[0]
+    baseline = baseline_psnr(frames)
     # frames stay uint8 on the device (4x less memory); each batch is converted when it is used
     target = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr or 1e-3, betas=(0.9, 0.999))
     net = _wrap_ddp(model, device, world)
     steps = len(epoch_batches(T, 0, cfg.seed, rank, world, cfg.batch))
+    values = model_values(arch)
+
+    def base_lr() -> float:
+        lr = cfg.lr if cfg.lr is not None else default_lr(arch.kind, schedule.train * steps, values)
+        return lr * state.lr_scale
 
     state, schedule = TrainState(), Schedule.from_config(cfg)
     if cfg.checkpoint and os.path.exists(cfg.checkpoint):
@@ -453,11 +608,46 @@ def fit(
         if cfg.checkpoint and rank == 0:
             save_checkpoint(cfg.checkpoint, arch, cfg, model, opt, state, schedule, time.monotonic() - start)
 
+    def restart(why: str) -> None:
+        """Fresh weights (another seed), fresh optimizer, a quarter of the step; same budget clock."""
+        nonlocal guard
+        if len(state.restarts) >= MAX_RESTARTS:
+            raise NeurocodecError(
+                f"{arch.kind} training collapsed: {why}, even after {MAX_RESTARTS} restarts at lower learning "
+                f"rates (last lr {base_lr():.3g}); try a smaller lr, more epochs or another seed")
+        state.restarts.append({"attempt": len(state.restarts) + 1, "why": why, "lr": round(base_lr(), 6),
+                               "epoch": state.done, "psnr_float": round(state.psnr_last(), 3),
+                               "baseline_psnr": round(baseline, 3)})
+        seed = cfg.seed + len(state.restarts) * _RESTART_SEED_STRIDE
+        fresh = Model(arch, generator=torch.Generator().manual_seed(seed))
+        model.load_state_dict(fresh.state_dict())
+        opt.state.clear()
+        state.lr_scale *= RESTART_LR_FACTOR
+        state.phase, state.done, state.checked, state.masks = "train", 0, False, None
+        state.history = [h for h in state.history if h[0] == "restart"] + [["restart", len(state.restarts), 0.0, 0.0]]
+        state.attempt_start = time.monotonic() - start
+        schedule.train, schedule.finetune = Schedule.from_config(cfg).train, Schedule.from_config(cfg).finetune
+        if cfg.time_budget is not None and schedule.per_epoch > 0:
+            schedule.after_epoch("train", 0, 1, state.attempt_start + schedule.per_epoch, cfg, device,
+                                 attempt_start=state.attempt_start)
+        guard = RollbackGuard(model, opt)
+        checkpoint()
+
     bar = _Bar(cfg.progress and rank == 0, schedule.total(),
                state.done + (schedule.train if state.phase != "train" else 0), f"fit {arch.kind}")
     guard = RollbackGuard(model, opt)
     psnr_last = state.psnr_last()  # also right after resuming a finished checkpoint
+    warnings: list[str] = []
     while state.phase != "done":
+        judge = schedule.train >= MIN_JUDGE_EPOCHS and schedule.train * steps >= MIN_JUDGE_ITERS
+        if state.phase == "train" and state.done >= schedule.train:
+            # end of training: the second collapse check, before pruning
+            psnr_now = state.psnr_last()
+            if _collapsed(psnr_now, baseline) and _broadcast(float(judge), device):
+                restart(f"PSNR {psnr_now:.2f} dB at the end of training, within {COLLAPSE_DB} dB of the "
+                        f"mean-colour {baseline:.2f} dB")
+                bar.update(-bar_position(bar), schedule.total())
+                continue
         if _next_phase(state, schedule, model, cfg, device):
             checkpoint()
             continue
@@ -467,7 +657,7 @@ def fit(
         mse = _train_epoch(
             net, model, opt, target, epoch_batches(T, state.done + offset, cfg.seed, rank, world, cfg.batch),
             first_it=state.done * steps, total_its=schedule.epochs(state.phase) * steps,
-            base_lr=cfg.lr * state.lr_scale * (1.0 if training else 0.1), warmup=cfg.warmup if training else 0.0,
+            base_lr=base_lr() * (1.0 if training else 0.1), warmup=cfg.warmup if training else 0.0,
             masks=state.masks, device=device)
         if guard.diverged(mse, state.best()):
             # every rank sees the same (all-reduced) loss, so every rank rolls back together
@@ -480,12 +670,34 @@ def fit(
         psnr_last = _psnr(mse)
         state.done += 1
         state.history.append([state.phase, state.done, mse, time.monotonic() - t0])
-        schedule.after_epoch(state.phase, state.done, state.train_epochs_run(), time.monotonic() - start, cfg, device)
+        schedule.after_epoch(state.phase, state.done, state.train_epochs_run(), time.monotonic() - start, cfg, device,
+                             attempt_start=state.attempt_start)
         checkpoint()
         bar.update(1, schedule.total(), f"{state.phase} ep {state.done} loss {mse:.2e} psnr {psnr_last:.2f}")
         if on_epoch is not None:
             on_epoch(state.done, state.phase)
+        # first collapse check: once the warm-up is over (and a few epochs more)
+        check_at = max(3, math.ceil(2 * cfg.warmup * schedule.train) + 1, math.ceil(CHECK_AT * schedule.train),
+                       math.ceil(CHECK_MIN_ITERS / steps))
+        if training and judge and not state.checked and state.done >= check_at and state.done < schedule.train:
+            state.checked = True
+            if _collapsed(psnr_last, baseline):
+                restart(f"PSNR {psnr_last:.2f} dB after {state.done} epochs, within {COLLAPSE_DB} dB of the "
+                        f"mean-colour {baseline:.2f} dB")
+                bar.update(-bar_position(bar), schedule.total())
     bar.close()
     model.eval()
+    if _collapsed(psnr_last, baseline):
+        warnings.append(f"the model is no better than the clip's mean colour (PSNR {psnr_last:.2f} dB, mean colour "
+                        f"{baseline:.2f} dB): {schedule.train} training epochs are too few to learn this clip")
+    if state.restarts:
+        warnings.append(f"training collapsed and was restarted {len(state.restarts)} time(s) at a lower "
+                        f"learning rate (now {base_lr():.3g})")
     return FitResult(model, schedule.train, schedule.finetune, time.monotonic() - start, psnr_last,
-                     cfg.lr * state.lr_scale, state.history)
+                     base_lr(), [h for h in state.history if h[0] != "restart"], list(state.restarts), warnings,
+                     baseline, cfg.lr is None)
+
+
+def bar_position(bar: "_Bar") -> int:
+    """Where a progress bar stands (0 without one): a restart rewinds it."""
+    return int(bar.bar.n) if bar.bar is not None else 0

@@ -21,6 +21,13 @@ Stateless: built-in names and paths resolve to the cached read-only bottleneck o
 (:func:`.model.shared`), which neither encode nor decode modifies; nothing is kept between calls.
 
 ``decode`` returns :class:`KVBDecoded` ``(indices, values, logits)``.
+
+Validation: encode parameters and decode options are declared (:mod:`neurocodec.params`; ``model``
+may also be a :class:`KVBottleneck` object from Python), and the header is checked against
+:data:`SCHEMA` (:mod:`neurocodec.schema`) before any model is loaded or anything allocated; the
+decoded size it claims (indices, values and logits) is held to the ``max_values`` limit. A model
+*path* recorded in a header is only a hint that the decoder opens as a data file (never code) and
+accepts only if its digest is the one the header names.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ import numpy as np
 
 from ...codec import Codec
 from ...errors import CorruptStreamError, InputError, UsageError
+from ...params import Param, bind
+from ...schema import Field, Schema, max_values_option
 from .model import KIND, VERSIONS, KVBottleneck, read_model_file, shared
 from .shipped import MODELS, load_shipped
 
@@ -73,18 +82,72 @@ def _model_label(model: Any) -> str | None:
     return str(model) if isinstance(model, (str, os.PathLike)) else None
 
 
+def _layout(h: dict, sections: Mapping[str, bytes]) -> str | None:
+    if h["num_keys"] > 1 << h["precision"]:
+        return f"num_keys {h['num_keys']} cannot be coded at precision {h['precision']}"
+    return None
+
+
+#: the version-2 header (see the module docstring)
+SCHEMA = Schema(
+    "kvb",
+    fields={
+        "shape": Field("ints", length=2, lo=1, hi=1 << 31),
+        "dtype": Field("str", choices=("int64",)),
+        "bottleneck": Field("str", pattern="[0-9a-f]{16}"),
+        "model": Field("str", nullable=True, length=(1, 4096)),
+        "num_keys": Field("int", lo=1, hi=1 << 16),
+        "value_dim": Field("int", lo=1, hi=1 << 20),
+        "masked": Field("bool"),
+        "precision": Field("int", lo=1, hi=32),
+        "fixed_bits_per_sample": Field("float", required=False, lo=0),
+        "coded_bits_per_sample": Field("float", required=False, lo=0),
+        "model_bits_per_sample": Field("float", required=False, lo=0),
+    },
+    sections=("indices",),
+    checks=(_layout,),
+    # what decode returns: N x C indices, N x C x value_dim values, N x value_dim logits
+    decoded=lambda h: h["shape"][0] * (h["shape"][1] * (1 + h["value_dim"]) + h["value_dim"]),
+)
+
+_MODEL_HELP = f"built-in bottleneck ({', '.join(sorted(MODELS))}) or a bottleneck file path (from Python also a KVBottleneck)"
+
+
+def _bind(declared: tuple[Param, ...], given: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """:func:`neurocodec.params.bind`, letting a :class:`KVBottleneck` object through as ``model``."""
+    given = dict(given)
+    obj = given.pop("model", None) if isinstance(given.get("model"), KVBottleneck) else None
+    if isinstance(given.get("model"), os.PathLike):
+        given["model"] = os.fspath(given["model"])
+    values = bind(declared, given, "codec 'kvb'", what)
+    if obj is not None:
+        values["model"] = obj
+    return values
+
+
 class KVBCodec(Codec):
     name = "kvb"
     version = 2
     min_version = 2
     kind = "representation"
     description = "discrete key-value bottleneck: C entropy-coded key indices per sample"
+    params = (
+        Param("model", "str", "mnist", _MODEL_HELP),
+        Param("mask", "bool", True, "code only keys used in training (masked keys are never selected)"),
+    )
+    options = (
+        Param("model", "str", None, "the bottleneck that encoded the file; none = the one its header names",
+              nullable=True),
+        max_values_option(),
+    )
 
-    def compress(
-        self, data: Any, *, progress: bool = False, model: Any = "mnist", mask: bool = True
-    ) -> tuple[dict, dict[str, bytes]]:
+    def compress(self, data: Any, *, progress: bool = False, **params: Any) -> tuple[dict, dict[str, bytes]]:
+        """Code ``data`` (a batch the bottleneck's encoder takes) with parameters ``model`` and
+        ``mask`` (see :attr:`params`)."""
         from ...entropy import SequentialEncoder
 
+        values = _bind(self.params, params, "parameter")
+        model, mask = values["model"], values["mask"]
         kvb = resolve_model(model)
         kvb._require_keys()
         idx = kvb.indices(data, mask=bool(mask)).cpu().numpy()
@@ -109,15 +172,14 @@ class KVBCodec(Codec):
         }
         return header, {"indices": payload}
 
-    def decompress(self, header: dict, sections: Mapping[str, bytes], *, model: Any = None) -> KVBDecoded:
+    def decompress(self, header: dict, sections: Mapping[str, bytes], **options: Any) -> KVBDecoded:
+        """Decode to :class:`KVBDecoded`; options ``model`` and ``max_values`` (see :attr:`options`)."""
         from ...entropy import SequentialDecoder
 
-        shape = header.get("shape")
-        want = header.get("bottleneck")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)):
-            raise CorruptStreamError(f"kvb header has a bad shape {shape!r}")
-        if not isinstance(want, str):
-            raise CorruptStreamError("kvb header does not name its bottleneck")
+        values = _bind(self.options, options, "decode option")
+        model = values["model"]
+        header = SCHEMA.check(header, sections, max_values=values["max_values"])
+        shape, want = header["shape"], header["bottleneck"]
         if model is None:
             model = header.get("model")
             if model is None:
@@ -134,8 +196,10 @@ class KVBCodec(Codec):
         n, C = shape
         if C != kvb.num_codebooks:
             raise CorruptStreamError(f"kvb stream has {C} codebooks, the bottleneck {kvb.num_codebooks}")
-        if "indices" not in sections:
-            raise CorruptStreamError("kvb stream has no 'indices' section")
+        for key, have_value in (("num_keys", kvb.num_keys), ("value_dim", kvb.value_dim),
+                                ("precision", kvb.precision)):
+            if header[key] != have_value:
+                raise CorruptStreamError(f"kvb header field '{key}' is {header[key]}, the bottleneck has {have_value}")
         dec = SequentialDecoder(sections["indices"])
         idx = np.empty((n, C), dtype=np.int64)
         for c in range(C):

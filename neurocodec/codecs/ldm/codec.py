@@ -1,4 +1,15 @@
-"""``ldm`` image codec: f=2 autoencoder + factorized entropy model, decoded at any size by LIIF.
+"""``ldm`` image codec: f=2 autoencoder + factorized entropy model, decoded at any size by LIIF; and
+(``model="hyperprior"``) a mean-scale hyperprior latent with integer-selected coding tables.
+
+Version 3 (``"network": "hyperprior"`` in the header; see :mod:`.hpcoding`): the image is
+edge-padded to a multiple of 64, ``y`` (1/16) and ``z`` (1/64) come from the hyperprior model file
+whose short digest is ``"model"``; header ``{"shape", "dtype", "mode", "network", "quality" (1..8,
+the gain index + 1), "model", "latent": [m, H/16, W/16], "hyper": [nz, H/64, W/64], "escapes":
+[z count, y count]}``, sections ``z`` (per channel, the learned density's integer table), ``y``
+(``round(y - mu)`` grouped by scale index, Gaussian integer tables; ``mu`` and the index from the
+integer ``h_s``), and ``z_esc`` / ``y_esc`` when some value fell outside its table. Decoded at 1x by
+``g_s`` and cropped; other sizes go through the LIIF upsampler. Streams of the factorized ae keep
+version 2 (the bytes are those an older neurocodec writes); version 1 and 2 streams still decode.
 
 Bitstream (version 2): header ``{"shape", "dtype", "mode", "quality", "latent": [c, h, w],
 "model": <short digest of the ae model file>, "coding": one letter per channel}``. Channel ``i``
@@ -31,50 +42,98 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...codec import Codec
+from ... import container as ncx
+from ... import weights as wfiles
+from ...codec import Codec, Encoded
 from ...entropy import SequentialDecoder, SequentialEncoder, decode_symbols, encode_symbols
 from ...errors import CorruptStreamError, InputError, UsageError
+from ...runtime import resolve_device
+from ...params import Param, declared
 from ...weights import ModelFile
-from . import model
+from . import hpcoding
+from . import model as ldm_model
+from .hyperprior import NETWORK as HP_NETWORK
+from .hyperprior import from_model_file as _hp_network
 from .autoencoder import CodecAE, encode_tiled, to_uint8, to_unit
 from .image import MAX_OUTPUT_PIXELS, merge_channels, pad_to, split_channels, target_size
 
-QUALITIES = (1, 2, 3, 4)
+QUALITIES = (1, 2, 3, 4)  # of the factorized ae (the hyperprior: 1..its number of gain vectors)
+MODELS = ("ae", "hyperprior")
+HP_FACTOR = 64  # y at 1/16, z at 1/64: the padded size is a multiple of 64
+_HP_SECTIONS = {"z", "y", "z_esc", "y_esc"}
 #: version-1 streams name their ae by the short SHA-256 of the pickled file; the shipped one's
 #: parameters and tables are exactly those of the shipped ae.ncx (checked when it was converted)
-LEGACY_AE: Mapping[str, str] = {"ec146acf1bc8e343": model.SHIPPED["ae"]}
+LEGACY_AE: Mapping[str, str] = {"ec146acf1bc8e343": ldm_model.SHIPPED["ae"]}
 
 
 class LDMCodec(Codec):
     name = "ldm"
-    version = 2
+    version = 3
     min_version = 1
     kind = "image"
-    description = "learned f=2 autoencoder with a LIIF decoder: decodes at any size (Kim & Kim 2024 / LIIF)"
+    description = ("learned image codec decoded at any size (Kim & Kim 2024 / LIIF): f=2 factorized ae "
+                   "(default) or a mean-scale hyperprior with integer table selection (model=hyperprior)")
+
+    params = (
+        Param("quality", "int", 3, "quality, higher is better: 1..4 (ae) or 1..8 (hyperprior)", lo=1, hi=8),
+        Param("model", "str", "ae", "latent: ae (f=2, factorized; shipped) or hyperprior (mean-scale, "
+              "integer tables)", choices=MODELS),
+        Param("weights", "path", None, "hyperprior model file (.ncx, from train_hyperprior --export); "
+              "none = the shipped one", nullable=True),
+        Param("tile", "int", 64, "ae encoder tile rows (memory bound; same bytes)", lo=8),
+    )
+    options = (
+        Param("scale", "float", None, "output size = scale x original (none: original size)", nullable=True),
+        Param("size", "ints", None, "output width,height (none: original size)", lo=1, nullable=True),
+        Param("tile", "int", 256, "render tile (memory bound; same pixels); none = whole image", lo=8,
+              nullable=True),
+        Param("device", "str", "auto", "where to render: auto, cpu, cuda[:N]"),
+        Param("weights", "path", None, "hyperprior model file the stream was made with (none: shipped)",
+              nullable=True),
+    )
 
     def __init__(self, weights_dir: str | Path | None = None) -> None:
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
 
     def _ae(self, device: str | torch.device = "cpu") -> tuple[CodecAE, ModelFile]:
         # weights.load caches by path/size/mtime: the file is read and hashed once per process
-        mf = model.load("ae", self.weights_dir)
-        return model.network(mf, device), mf
+        mf = ldm_model.load("ae", self.weights_dir)
+        return ldm_model.network(mf, device), mf
 
+    # ------------------------------------------------------------------------------ container
+    def encode_with_report(self, data: np.ndarray, *, progress: bool = False, **params) -> Encoded:
+        """As :meth:`Codec.encode_with_report`, but an ae stream is written as version 2 (its layout
+        did not change, so older decoders keep reading it); a hyperprior stream is version 3."""
+        header, sections, report = self.compress(data, progress=progress, **params)
+        version = 3 if header.get("network") == HP_NETWORK else 2
+        return Encoded(ncx.pack(ncx.Container(self.name, version, header, sections)), report)
+
+    def decode(self, blob, **options):
+        box = blob if isinstance(blob, ncx.Container) else ncx.unpack(blob)
+        if box.codec == self.name and (box.codec_version == 3) != (box.header.get("network") == HP_NETWORK):
+            raise CorruptStreamError(f"ldm version {box.codec_version} stream with a "
+                                     f"{'hyperprior' if box.codec_version < 3 else 'non-hyperprior'} header")
+        return super().decode(box, **options)
+
+    @declared()
     @torch.no_grad()
     def compress(
-        self, data: np.ndarray, *, progress: bool = False, quality: int = 3, tile: int = 64
+        self, data: np.ndarray, *, progress: bool = False, quality: int, model: str, weights: str | None,
+        tile: int,
     ) -> tuple[dict, dict[str, bytes], dict]:
         """``data``: ``H,W,3`` uint8 (``H,W`` grey is accepted; alpha is refused). The encoder runs
         on the CPU (see the module docstring: that keeps the bytes machine-independent)."""
-        if quality not in QUALITIES:
-            raise UsageError(f"quality must be one of {QUALITIES}, got {quality!r}")
         rgb, mode, _ = split_channels(data)
         if mode == "RGBA":
             raise InputError("the ldm codec does not code an alpha channel; drop it first")
+        if model == "hyperprior":
+            return self._compress_hp(rgb, mode, quality, weights)
+        if quality not in QUALITIES:
+            raise UsageError(f"quality must be one of {QUALITIES} for the ae model, got {quality!r}")
         _, mf = self._ae()
         h, w = rgb.shape[:2]
         sym = self.latent_symbols(rgb, quality, tile=tile)
-        tables = model.tables(mf)[quality - 1]
+        tables = ldm_model.tables(mf)[quality - 1]
         enc = SequentialEncoder()
         coding, sections = "", {}
         for c in range(sym.shape[0]):
@@ -114,7 +173,7 @@ class LDMCodec(Codec):
 
     def decode_latent(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
         """The integers ``(c, h, w)`` stored in a stream (inverse of the entropy coding only)."""
-        mf = model.load("ae", self.weights_dir)
+        mf = ldm_model.load("ae", self.weights_dir)
         return self._symbols(header, sections, mf, self._parse(header, sections, mf))
 
     def _symbols(self, header: dict, sections: Mapping[str, bytes], mf: ModelFile, parsed: tuple) -> np.ndarray:
@@ -122,7 +181,7 @@ class LDMCodec(Codec):
         coding = header.get("coding")
         if not isinstance(coding, str) or len(coding) != c or set(coding) - {"p", "e"}:
             raise CorruptStreamError("ldm header has an invalid 'coding' field")
-        tables = model.tables(mf)[quality - 1]
+        tables = ldm_model.tables(mf)[quality - 1]
         dec = SequentialDecoder(data)
         rows = []
         for i, mode in enumerate(coding):
@@ -169,19 +228,27 @@ class LDMCodec(Codec):
             raise CorruptStreamError("ldm latent shape does not match the image shape")
         return h, w, mode, quality, (c, lh, lw), data
 
+    @declared("options")
     @torch.no_grad()
     def decompress(
         self,
         header: dict,
         sections: Mapping[str, bytes],
         *,
-        scale: float | None = None,
-        size: tuple[int, int] | None = None,
-        tile: int | None = 256,
-        device: str = "auto",
+        scale: float | None,
+        size: tuple[int, int] | None,
+        tile: int | None,
+        device: str,
+        weights: str | None,
     ) -> np.ndarray:
         """Decode at the original size, at ``scale`` x it, or at ``size=(width, height)``, rendering
         on ``device`` (``auto``: CUDA when available)."""
+        if size is not None:
+            if len(size) != 2:
+                raise UsageError(f"size must be width,height, got {size!r}")
+            size = (int(size[0]), int(size[1]))
+        if header.get("network") == HP_NETWORK:
+            return self._decompress_hp(header, sections, scale, size, tile, device, weights)
         ae, mf = self._ae(device)
         parsed = self._parse(header, sections, mf)
         h, w, mode, quality, (c, lh, lw), _ = parsed
@@ -194,3 +261,149 @@ class LDMCodec(Codec):
         extent = (h / (lh * ae.factor), w / (lw * ae.factor))
         out = to_uint8(ae.render(z, out_h, out_w, extent, tile=tile))
         return merge_channels(out, mode, None)
+
+    # ------------------------------------------------------------------------- hyperprior (v3)
+    def _hp_file(self, path: str | None, expect: str | None = None) -> ModelFile:
+        """The hyperprior model file at ``path`` (or the shipped one), checked; ``expect``: the short
+        digest a stream recorded."""
+        if path is None:
+            shipped = ldm_model.WEIGHTS_DIR / "hyperprior.ncx"
+            if not shipped.exists():
+                raise UsageError("no hyperprior model is shipped yet: pass weights=PATH (a model file written "
+                                 "by `python -m neurocodec.codecs.ldm.train_hyperprior --export PATH`)")
+            path = str(shipped)
+        mf = wfiles.load(path, kind=ldm_model.KIND, versions=(2, 2))
+        hpcoding.check_model_file(mf)
+        if expect is not None and mf.short_digest != expect:
+            raise InputError(f"this file was made with ldm model {expect}, the hyperprior model given is "
+                             f"{mf.short_digest}: decode with the same model (weights=PATH)")
+        return mf
+
+    @staticmethod
+    def _hp_tables(mf: ModelFile) -> hpcoding.Tables:
+        return wfiles.build(mf, _build_tables, "cpu")
+
+    def _compress_hp(self, rgb: np.ndarray, mode: str, quality: int, path: str | None):
+        mf = self._hp_file(path)
+        net = wfiles.build(mf, _hp_network, "cpu")  # the encoder always runs on the CPU
+        qualities = int(mf.config["args"]["qualities"])
+        if not 1 <= quality <= qualities:
+            raise UsageError(f"quality must be 1..{qualities} for this hyperprior model, got {quality!r}")
+        tables = self._hp_tables(mf)
+        h, w = rgb.shape[:2]
+        padded = pad_to(rgb, HP_FACTOR)
+        q = torch.tensor([quality - 1])
+        y = net.analysis(to_unit(padded), q)
+        z = torch.round(net.hyper_analysis(y))[0].numpy().astype(np.int64)
+        mean, idx = tables.hs(z)
+        sym = np.rint(y[0].double().numpy() - mean / float(1 << tables.mean_bits)).astype(np.int64)
+        z_words, z_esc = tables.encode_z(z)
+        y_words, y_esc = tables.encode_y(sym, idx)
+        sections = {"z": z_words, "y": y_words}
+        if z_esc.size:
+            sections["z_esc"] = hpcoding.encode_escapes(z_esc)
+        if y_esc.size:
+            sections["y_esc"] = hpcoding.encode_escapes(y_esc)
+        header = {
+            "shape": [h, w] if mode == "L" else [h, w, 3], "dtype": "uint8", "mode": mode,
+            "network": HP_NETWORK, "quality": quality, "model": mf.short_digest,
+            "latent": list(sym.shape), "hyper": list(z.shape), "escapes": [int(z_esc.size), int(y_esc.size)],
+        }
+        report = {"model": mf.short_digest, "network": HP_NETWORK,
+                  "bits_z": 8 * len(z_words), "bits_y": 8 * len(y_words), "escapes": [int(z_esc.size), int(y_esc.size)]}
+        return header, sections, report
+
+    def hp_latents(self, header: dict, sections: Mapping[str, bytes], weights: str | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(z, y symbols, integer mean, scale index) of a v3 stream: the entropy decoding and the
+        integer ``h_s`` only (what must agree bit for bit on every machine)."""
+        hdr = _check_hp_header(header, sections)
+        mf = self._hp_file(weights, expect=hdr["model"])
+        args = mf.config["args"]
+        if hdr["latent"][0] != args["m"] or hdr["hyper"][0] != args["nz"] or hdr["quality"] > args["qualities"]:
+            raise CorruptStreamError("ldm header does not fit its hyperprior model (channels or quality)")
+        tables = self._hp_tables(mf)
+        nz_, zh, zw = hdr["hyper"]
+        n_z, n_y = hdr["escapes"]
+        z_esc = hpcoding.decode_escapes(sections.get("z_esc"), nz_ * zh * zw)
+        y_esc = hpcoding.decode_escapes(sections.get("y_esc"), int(np.prod(hdr["latent"])))
+        if z_esc.size != n_z or y_esc.size != n_y:
+            raise CorruptStreamError("ldm stream: escape sections do not match the header")
+        z = tables.decode_z(sections["z"], z_esc, (nz_, zh, zw))
+        mean, idx = tables.hs(z)
+        if mean.shape != tuple(hdr["latent"]):
+            raise CorruptStreamError("ldm stream: latent shape does not match the hyper latent")
+        sym = tables.decode_y(sections["y"], y_esc, idx)
+        return z, sym, mean, idx
+
+    def _decompress_hp(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights):
+        _, sym, mean, _ = self.hp_latents(header, sections, weights)
+        hdr = _check_hp_header(header, sections)
+        h, w = hdr["shape"][0], hdr["shape"][1]
+        out_h, out_w = target_size(h, w, scale, size)
+        mf = self._hp_file(weights, expect=hdr["model"])
+        net = wfiles.build(mf, _hp_network, str(resolve_device(device)))
+        mean_bits = int(mf.config["coding"]["mean_bits"])
+        y_hat = torch.from_numpy((sym + mean / float(1 << mean_bits)).astype(np.float32))[None]
+        dev = next(net.parameters()).device
+        x = net.synthesis(y_hat.to(dev), torch.tensor([hdr["quality"] - 1], device=dev))
+        rgb = to_uint8(x[:, :, :h, :w])
+        if (out_h, out_w) != (h, w):
+            # any size: the 1x decode, upsampled by the LIIF upsampler (a LIIF head on the synthesis
+            # features is the planned replacement; see the README)
+            from .api import upsample
+
+            rgb = upsample(rgb, size=(out_w, out_h), method="liif", tile=tile, weights_dir=self.weights_dir,
+                           device=device)
+        return merge_channels(rgb, hdr["mode"], None)
+
+
+def _build_tables(mf: ModelFile, device: str) -> hpcoding.Tables:
+    return hpcoding.Tables(mf.arrays, mf.config["coding"])
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_hp_header(header: Mapping, sections: Mapping[str, bytes]) -> dict:
+    """Validate a v3 header before anything is decoded: types, ranges, consistency of the shapes;
+    a damaged field is a one-line CorruptStreamError."""
+    def bad(what: str) -> CorruptStreamError:
+        return CorruptStreamError(f"ldm header: {what}")
+
+    need = ("shape", "dtype", "mode", "network", "quality", "model", "latent", "hyper", "escapes")
+    missing = [k for k in need if k not in header]
+    if missing:
+        raise bad(f"missing field(s) {', '.join(missing)}")
+    shape, mode = header["shape"], header["mode"]
+    if mode not in ("L", "RGB") or header["dtype"] != "uint8":
+        raise bad("invalid mode or dtype")
+    if not isinstance(shape, list) or len(shape) != (2 if mode == "L" else 3) or not all(map(_is_int, shape)) \
+            or shape[0] < 1 or shape[1] < 1 or (mode == "RGB" and shape[2] != 3):
+        raise bad(f"invalid shape {shape!r}")
+    if shape[0] * shape[1] > MAX_OUTPUT_PIXELS:
+        raise bad("image too large")
+    q = header["quality"]
+    if not _is_int(q) or not 1 <= q <= 64:
+        raise bad(f"invalid quality {q!r}")
+    digest = header["model"]
+    if not isinstance(digest, str) or len(digest) != 16 or set(digest) - set("0123456789abcdef"):
+        raise bad("invalid model digest")
+    ph, pw = -(-shape[0] // HP_FACTOR), -(-shape[1] // HP_FACTOR)
+    lat, hyp, esc = header["latent"], header["hyper"], header["escapes"]
+    for name, v in (("latent", lat), ("hyper", hyp)):
+        if not isinstance(v, list) or len(v) != 3 or not all(map(_is_int, v)) or not 1 <= v[0] <= 4096:
+            raise bad(f"invalid {name} {v!r}")
+    if lat[1:] != [4 * ph, 4 * pw] or hyp[1:] != [ph, pw]:
+        raise bad("latent shapes do not match the image shape")
+    if not isinstance(esc, list) or len(esc) != 2 or not all(map(_is_int, esc)) or min(esc) < 0 \
+            or esc[0] > hyp[0] * ph * pw or esc[1] > lat[0] * 16 * ph * pw:
+        raise bad(f"invalid escape counts {esc!r}")
+    unknown = set(sections) - _HP_SECTIONS
+    if unknown or "z" not in sections or "y" not in sections:
+        raise CorruptStreamError(f"ldm stream: unexpected or missing sections ({', '.join(sorted(set(sections)))})")
+    for key, n in (("z_esc", esc[0]), ("y_esc", esc[1])):
+        if (key in sections) != (n > 0):
+            raise CorruptStreamError(f"ldm stream: section {key} does not match the header's escape count")
+    return {"shape": shape, "mode": mode, "quality": q, "model": digest, "latent": lat, "hyper": hyp, "escapes": esc}

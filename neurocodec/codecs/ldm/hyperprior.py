@@ -38,7 +38,8 @@ Tensor = torch.Tensor
 
 MODEL_KIND = "ldm"          # the wing's model kind (weights.load(kind=...))
 NETWORK = "hyperprior"      # config["network"]: which ldm network a model file holds
-FORMAT_VERSION = 1          # model-format version of an exported hyperprior
+FORMAT_VERSION = 2          # model-format version of an exported hyperprior (2: + integer h_s and coding
+                            # tables, see .hpcoding; 1: weights only)
 SCALE_BOUND = 0.11          # lower bound of the Gaussian scales (CompressAI's default)
 LIKELIHOOD_BOUND = 1e-9     # no symbol costs more than ~30 bits
 # CompressAI's lambdas for its 8 qualities (MSE on [0, 255] scale: loss = lambda * 255^2 * mse + bpp)

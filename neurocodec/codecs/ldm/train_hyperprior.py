@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from ... import datasets, weights
 from ...errors import InputError, NeurocodecError, UsageError
-from .hyperprior import (FORMAT_VERSION, LAMBDAS, MODEL_KIND, HyperpriorModel, export_arrays, from_model_file,
-                         model_config, parameter_count)
+from .hyperprior import (FORMAT_VERSION, LAMBDAS, MODEL_KIND, HyperpriorModel, from_model_file,
+                         parameter_count)
 
 CHECKPOINT_KIND = "ldm-hp-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -450,11 +450,11 @@ def export(out: Path, checkpoint: str | None, dest: Path, dtype: str) -> str:
         raise UsageError(f"--export-dtype must be float32 or float16, got '{dtype}'")
     path = _pick_checkpoint(out, checkpoint)
     model, ck_cfg = _model_from_checkpoint(path)
-    arrays = {k: v.astype(np.dtype(dtype)) for k, v in export_arrays(model).items()}
-    cfg = model_config(model, {"weights_dtype": dtype, "trained_steps": int(ck_cfg["step"]),
-                               "trained_hours": round(float(ck_cfg["elapsed_s"]) / 3600, 2),
-                               "train_config": ck_cfg["train"]})
-    digest = weights.save(dest, MODEL_KIND, FORMAT_VERSION, cfg, arrays)
+    from .hpcoding import write_model_file  # the codec's tables and integer h_s (decode-side code)
+
+    digest = write_model_file(model, dest, dtype=dtype, extra={
+        "trained_steps": int(ck_cfg["step"]), "trained_hours": round(float(ck_cfg["elapsed_s"]) / 3600, 2),
+        "train_config": ck_cfg["train"]})
     mf = weights.load(dest, kind=MODEL_KIND, versions=(1, FORMAT_VERSION), expect_digest=digest)
     loaded = weights.build(mf, from_model_file, "cpu")
     tc = ck_cfg["train"]

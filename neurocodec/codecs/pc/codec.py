@@ -5,17 +5,25 @@ and one section ``px``: the range-coder words of every coded pixel (see :mod:`.c
 order), or with ``"raw": true`` the pixels themselves (when coding would cost more than 8 bpd).
 ``model`` is the shipped model's name or the model file's name; ``model_hash`` is the model file's
 :attr:`~neurocodec.weights.ModelFile.short_digest` (the first 16 hex of the SHA-256 of its bytes).
-The decoder refuses a model whose hash differs from the one in the header.
+The decoder refuses a model whose hash differs from the one in the header, and validates the header
+against :data:`SCHEMA` (types, ranges, layout vs shape, the decoded-size limit) before it loads a
+model or allocates anything: a forged header is a :class:`CorruptStreamError`, never a traceback.
 
 Version 1 (before the shared model files) differs only in ``model_hash``: a hash of the stored
 arrays (:func:`.legacy.v1_model_hash`). Such files are still decoded (``min_version = 1``): the
 decoder accepts a model whose v1 hash matches; the shipped models kept their parameters, so v1
 files made with them decode as before.
 
+Model choice: with no ``model=``, :func:`auto_model` picks the shipped model that fits the input
+(28x28 one-channel images or batches of them: ``mnist``; anything else: ``natural``); the report
+says which and why, and says when the pixels were stored raw (``raw`` in the header too, which
+``neurocodec info`` prints).
+
 Coding runs on the CPU only (see :func:`coding_device`); the decoder imports no training code.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,12 +32,42 @@ import numpy as np
 
 from ...codec import Codec
 from ...errors import CorruptStreamError, InputError, UsageError
+from ...params import Param, declared
 from ...runtime import check_device_name
+from ...schema import Field, Schema, max_values_option
 from . import coding
 from .legacy import v1_model_hash
 from .model import BUILTIN_MODELS, PCModel, load_model
 
 PRECISION = 24  # bits of the integer tables handed to the range coder
+LAYOUTS = {"hw": 2, "hwc": 3, "nhw": 3, "nhwc": 4}  # layout tag -> rank of the decoded array
+_MAX_SIDE = 1 << 20
+
+
+class ModelParam(Param):
+    """The ``model`` parameter: a shipped name, a model-file path, ``None`` (auto) or, from
+    Python, a :class:`PCModel` object (passed through: it is not a string to convert)."""
+
+    def convert(self, value: Any, owner: str) -> Any:
+        if isinstance(value, PCModel):
+            return value
+        return super().convert(value, owner)
+
+
+_MODEL_HELP = ("shipped model name (" + ", ".join(BUILTIN_MODELS) + ") or a pc model file; none = the shipped "
+               "model that fits the input (28x28 grey: mnist, else natural)")
+
+
+def auto_model(shape: tuple[int, int, int, int]) -> tuple[str, str]:
+    """(shipped model name, why) for an (N, H, W, C) input when no model is given.
+
+    Why this rule: ``mnist``'s one circuit covers exactly a 28x28 grey digit; on any other size its
+    patches cut through the content and padding, and on photos it is far worse than ``natural``
+    (which is trained on photos and video frames, colour and grey)."""
+    _, h, w, c = shape
+    if (h, w, c) == (28, 28, 1):
+        return "mnist", "28x28 grey input (digits-shaped): the MNIST model"
+    return "natural", f"{h}x{w}x{c} input (not 28x28 grey): the natural-image model"
 
 
 def coding_device(device: Any) -> str:
@@ -69,19 +107,67 @@ def canonical(x: Any, batch: bool | None) -> tuple[np.ndarray, str]:
     raise InputError(f"pc codes images H,W[,C] or batches N,H,W[,C]; got shape {x.shape}")
 
 
+def _layout_check(h: dict, sections: Mapping[str, bytes]) -> str | None:
+    shape, layout = h["shape"], h["layout"]
+    if len(shape) != LAYOUTS[layout]:
+        return f"layout {layout} needs a {LAYOUTS[layout]}-D shape, got {shape}"
+    if h.get("raw") and len(sections.get("px", b"")) != math.prod(shape):
+        return f"raw section holds {len(sections.get('px', b''))} bytes, shape {shape} needs {math.prod(shape)}"
+    return None
+
+
+SCHEMA = Schema(
+    "pc",
+    fields={
+        "shape": Field("ints", length=(2, 4), lo=1, hi=_MAX_SIDE),
+        "dtype": Field("str", choices=("uint8",)),
+        "layout": Field("str", choices=tuple(LAYOUTS)),
+        "model": Field("str", length=(1, 255)),
+        "model_hash": Field("str", pattern="[0-9a-f]{16}"),
+        "prec": Field("int", choices=(PRECISION,)),
+        "raw": Field("bool", required=False),
+    },
+    sections=("px",),
+    checks=(_layout_check,),
+    decoded=lambda h: math.prod(h["shape"]),
+)
+
+
 class PCCodec(Codec):
     name = "pc"
     version = 2
     min_version = 1  # v1 files name their model by the v1 array hash, still accepted
     kind = "image"
     description = "lossless 8-bit images with a probabilistic circuit (HCLT), Numba kernels, batched"
+    params = (
+        ModelParam("model", "path", None, _MODEL_HELP, nullable=True),
+        Param("batch", "bool", None, "a 3-D array is a batch N,H,W (true) or one image H,W,C (false); "
+                                     "none = a batch unless the last axis is 1, 3 or 4", nullable=True),
+        Param("device", "str", "auto", "where to code: cpu (or auto); GPUs are refused (not bit-reproducible)"),
+    )
+    options = (
+        ModelParam("model", "path", None, "the model the file was coded with, when it is not a shipped one "
+                                          "(none = the shipped model the header names)", nullable=True),
+        Param("device", "str", "auto", "where to decode: cpu (or auto)"),
+        max_values_option(),
+    )
 
-    def compress(self, data: Any, *, progress: bool = False, model: str | Path | PCModel = "mnist",
-                 batch: bool | None = None, device: str = "auto") -> tuple[dict, dict[str, bytes], dict]:
+    @classmethod
+    def schema(cls) -> Schema:
+        return SCHEMA
+
+    @declared()
+    def compress(self, data: Any, *, progress: bool = False, model: str | Path | PCModel | None,
+                 batch: bool | None, device: str) -> tuple[dict, dict[str, bytes], dict]:
         coding_device(device)
         x, layout = canonical(data, batch)
         if min(x.shape) == 0:
             raise InputError(f"pc: empty image (shape {np.asarray(data).shape})")
+        if model is None:
+            model, why = auto_model(x.shape)
+            chosen = "auto"
+        else:
+            why, chosen = "given", "given"
         pcm = load_model(model)
         circ = coding.choose_circuit(pcm, x.shape[3])
         lay = coding.make_layout(x.shape, circ)
@@ -95,30 +181,29 @@ class PCCodec(Codec):
             ref = Path(str(model)).name
         header = {"shape": list(np.asarray(data).shape), "dtype": "uint8", "layout": layout, "model": ref,
                   "model_hash": pcm.short_digest, "prec": PRECISION}
-        report = {"model": ref, "model_hash": pcm.short_digest, "circuit_channels": lay.circuit_channels,
-                  "patches": lay.num_patches, "coded_bytes": len(words), "raw": False}
+        coded_bpd = len(words) * 8 / x.size
+        report = {"model": ref, "model_choice": chosen, "model_reason": why, "model_hash": pcm.short_digest,
+                  "circuit_channels": lay.circuit_channels, "patches": lay.num_patches,
+                  "coded_bytes": len(words), "coded_bpd": coded_bpd, "raw": False}
         if len(words) > x.size:
             # the model fits this data worse than 8 bits per pixel (noise, unseen content): store
             # the pixels as they are, so a file is never much larger than the raw image
             header["raw"] = True
             report["raw"] = True
+            report["note"] = (f"stored raw pixels (8 bpd): model '{ref}' would have spent {coded_bpd:.2f} bpd "
+                              "on this input")
             return header, {"px": np.ascontiguousarray(x).tobytes()}, report
         return header, {"px": words}, report
 
-    def decompress(self, header: dict, sections: Mapping[str, bytes], *, model: str | Path | PCModel | None = None,
-                   device: str = "auto") -> np.ndarray:
+    @declared("options")
+    def decompress(self, header: dict, sections: Mapping[str, bytes], *, model: str | Path | PCModel | None,
+                   device: str, max_values: int | None) -> np.ndarray:
         coding_device(device)
-        try:
-            shape = tuple(int(v) for v in header["shape"])
-            layout, ref, want = header["layout"], str(header["model"]), str(header["model_hash"])
-            prec = int(header["prec"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptStreamError(f"pc header is damaged ({exc})") from None
-        if header.get("dtype") != "uint8" or prec != PRECISION or layout not in ("hw", "hwc", "nhw", "nhwc"):
-            raise CorruptStreamError("pc header has unsupported dtype, precision or layout")
-        if len(shape) != {"hw": 2, "hwc": 3, "nhw": 3, "nhwc": 4}[layout] or min(shape, default=0) <= 0 \
-                or int(np.prod(shape)) > (1 << 31):
-            raise CorruptStreamError(f"pc header has an invalid shape {shape}")
+        h = SCHEMA.check(header, sections, max_values=max_values)
+        shape, layout, ref, want = tuple(h["shape"]), h["layout"], h["model"], h["model_hash"]
+        n4 = {"hw": (1, *shape, 1), "hwc": (1, *shape), "nhw": (*shape, 1), "nhwc": shape}[layout]
+        if h.get("raw"):  # the schema checked the section's size against the shape
+            return np.frombuffer(sections["px"], dtype=np.uint8).reshape(shape).copy()
         if model is None:
             if ref not in BUILTIN_MODELS:
                 raise UsageError(f"this file was coded with the pc model '{ref}': pass it with model=PATH")
@@ -129,17 +214,11 @@ class PCCodec(Codec):
         if want != pcm.short_digest and want != v1_model_hash(pcm):
             raise UsageError(f"pc: the file needs model {ref!r} with hash {want}, but the given model has hash "
                              f"{pcm.short_digest}: decoding with another model would give garbage")
-        n4 = {"hw": (1, *shape, 1), "hwc": (1, *shape), "nhw": (*shape, 1), "nhwc": shape}[layout]
-        if header.get("raw"):
-            px = sections.get("px", b"")
-            if len(px) != int(np.prod(shape)):
-                raise CorruptStreamError(f"pc raw section holds {len(px)} bytes, expected {int(np.prod(shape))}")
-            return np.frombuffer(px, dtype=np.uint8).reshape(shape).copy()
         circ = coding.choose_circuit(pcm, n4[3])
         lay = coding.make_layout(n4, circ)
         mask = coding.patch_mask(lay)
-        patches = coding.decode_patches(circ, sections.get("px", b""), mask, PRECISION, False)
+        patches = coding.decode_patches(circ, sections["px"], mask, PRECISION, False)
         return coding.from_patches(patches, lay).reshape(shape)
 
 
-__all__ = ["PCCodec", "PCModel", "canonical", "coding_device"]
+__all__ = ["PCCodec", "PCModel", "SCHEMA", "auto_model", "canonical", "coding_device"]
