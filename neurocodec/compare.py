@@ -63,17 +63,23 @@ def _run(codec: Any, image: np.ndarray, params: dict[str, Any]) -> tuple[Measure
     return measure_decoded(codec, image, encoded, encode_s=encode_s, decoded=recon, decode_s=decode_s), recon
 
 
-def nearest(name: str, image: np.ndarray, *, bpp: float | None = None, psnr: float | None = None,
-            max_tries: int = 12) -> Row:
-    """Measure codec ``name`` at the setting nearest ``bpp`` (or ``psnr``) on ``image``."""
-    if (bpp is None) == (psnr is None):
-        raise UsageError("give exactly one target: bpp or psnr")
+def image_codec(name: str) -> type:
+    """The image codec class named ``name``; a usage error for an unknown or non-image codec."""
     try:
         cls = get_codec(name)
     except UnknownCodecError as exc:
         raise UsageError(str(exc)) from None
     if cls.kind != "image":
         raise UsageError(f"compare works on images; '{name}' is a {cls.kind} codec")
+    return cls
+
+
+def nearest(name: str, image: np.ndarray, *, bpp: float | None = None, psnr: float | None = None,
+            max_tries: int = 12) -> Row:
+    """Measure codec ``name`` at the setting nearest ``bpp`` (or ``psnr``) on ``image``."""
+    if (bpp is None) == (psnr is None):
+        raise UsageError("give exactly one target: bpp or psnr")
+    cls = image_codec(name)
     codec = cls()
     key, target = ("bpp", bpp) if bpp is not None else ("psnr", psnr)
     declared = {p.name for p in (cls.params or ())}
@@ -205,12 +211,7 @@ def compare_cli(args: Any) -> int:
     if not names:
         raise UsageError("--codecs needs at least one codec name")
     for name in names:  # every name checked before any work
-        try:
-            cls = get_codec(name)
-        except UnknownCodecError as exc:
-            raise UsageError(str(exc)) from None
-        if cls.kind != "image":
-            raise UsageError(f"compare works on images; '{name}' is a {cls.kind} codec")
+        image_codec(name)
     if args.bpp is not None and not args.bpp > 0:
         raise UsageError(f"--bpp must be > 0, got {args.bpp}")
     output = args.output or str(Path(args.input).with_name(Path(args.input).stem + "-compare.png"))
