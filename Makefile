@@ -10,7 +10,7 @@ venv: $(STAMP)
 
 # torch first and pinned: the CPU build of 2.13.0 lies on this machine's disk, a looser pin
 # would download several GB of CUDA wheels.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py native/pc_kernels.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
@@ -30,4 +30,4 @@ notebooks: $(STAMP)
 	$(PY) notebooks/build.py --execute
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache neurocodec/codecs/pc/_native*.so

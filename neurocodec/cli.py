@@ -43,6 +43,7 @@ _EXTENSIONS: dict[str, dict[str, str]] = {
 # section, no .ncx header), with the codecs that have that format
 RAW_OUTPUTS: dict[str, tuple[str, ...]] = {
     ".png": ("png",), ".webp": ("webp",), ".jxl": ("jpegxl",), ".jpg": ("jpeg",), ".jpeg": ("jpeg",),
+    ".avif": ("avif",),
     ".h264": ("x264",), ".264": ("x264",), ".hevc": ("x265",), ".h265": ("x265",), ".265": ("x265",),
     ".obu": ("svtav1",), ".ivf": ("svtav1",),
 }

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from . import container as ncx
 from .errors import MissingDependencyError, UnknownCodecError, UnsupportedVersionError, UsageError
 from .params import Param
+from .schema import LIMIT_OPTIONS, Schema
 
 # name -> "module:Class". One line per codec; the name is written into every file it makes.
 _REGISTRY: Mapping[str, str] = MappingProxyType(
@@ -27,6 +28,7 @@ _REGISTRY: Mapping[str, str] = MappingProxyType(
         "webp": "neurocodec.codecs.classical:WebPCodec",
         "jpeg": "neurocodec.codecs.classical:JPEGCodec",
         "jpegxl": "neurocodec.codecs.classical:JPEGXLCodec",
+        "avif": "neurocodec.codecs.classical:AVIFCodec",
         "x264": "neurocodec.codecs.classical:X264Codec",
         "x265": "neurocodec.codecs.classical:X265Codec",
         "svtav1": "neurocodec.codecs.classical:SVTAV1Codec",
@@ -90,6 +92,35 @@ class Codec(ABC):
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         raise UsageError(f"codec '{self.name}' does not learn: it has no fit()")
 
+    @classmethod
+    def schema(cls) -> Schema | None:
+        """The header schema (:mod:`neurocodec.schema`) that :meth:`decode` checks every file
+        against before :meth:`decompress` runs: field types and ranges, sections, consistency, the
+        decoded-size limit and, where header fields drive it, the decoding-work limit. A codec whose
+        header differs between bitstream versions covers them all in one schema (its ``checks``).
+        ``None``: no schema (every registered codec declares one; ``tests/test_fuzz.py`` checks)."""
+        return None
+
+    @classmethod
+    def check_header(cls, header: Any, sections: Mapping[str, bytes], options: Mapping[str, Any] | None = None
+                     ) -> dict:
+        """The one decode-time gate: validate ``header`` and ``sections`` against :meth:`schema`
+        under the limits in force (the ``max_values`` / ``max_work`` decode options in ``options``,
+        else their environment variables, else the defaults). Raises a ``CorruptStreamError``
+        naming the field, or an ``InputError`` for a claim above a limit; nothing is allocated or
+        run before it passes."""
+        schema = cls.schema()
+        if schema is None:
+            return dict(header)
+        limits: dict[str, Any] = {}
+        declared = {p.name: p for p in (cls.options or ())}
+        for name, make in LIMIT_OPTIONS.items():
+            value = (options or {}).get(name)
+            if value is not None:  # the CLI hands strings: convert as the declaration says
+                value = declared.get(name, make()).convert(value, f"codec '{cls.name}'")
+            limits[name] = value
+        return schema.check(header, sections, **limits)
+
     # -- public API ---------------------------------------------------------------------------------
     def encode(self, data: Any, *, progress: bool = False, **params: Any) -> bytes:
         """Encode ``data`` into a complete ``.ncx`` byte string."""
@@ -110,6 +141,7 @@ class Codec(ABC):
             raise UsageError(f"this is a '{box.codec}' stream, not '{self.name}'")
         self.check_version(box.codec_version)
         _check_params(self.decompress, options, f"codec '{self.name}'", "decode option")
+        self.check_header(box.header, box.sections, options)  # before decompress allocates or runs anything
         return self.decompress(box.header, box.sections, **options)
 
     @classmethod

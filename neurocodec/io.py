@@ -6,9 +6,13 @@ images ``N,H,W[,C]``. ``.npy`` arrays are taken as they are.
 from __future__ import annotations
 
 import contextlib
+import functools
+import glob
+import hashlib
 import os
+import re
 import shutil
-import tempfile
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,19 +27,105 @@ WRITABLE_VIDEO = (".mp4", ".mkv", ".mov", ".y4m")
 
 
 # ------------------------------------------------------------------------------- atomic output
+#: marks a temporary of :func:`atomic_path` in its name: ``.<name>.ncxtmp-<host>-<pid>-<12 hex><suffix>``
+_TMP_MARK = "ncxtmp"
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    """8 hex digits naming this machine and pid namespace. Why: a pid only means something on the
+    host (and in the container) that issued it; a folder shared over NFS or between containers may
+    hold a live temporary of a writer elsewhere whose pid happens to be dead here, and that one
+    must never be removed."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{ns}".encode()).hexdigest()[:8]
+
+
+def _temp_stem(target: Path) -> str:
+    # at most 100 characters of the output's name, so the temporary's name stays under the usual
+    # 255-byte limit (a stale temporary of another output sharing the prefix is just as stale)
+    return target.name[:100]
+
+
+def _temp_pattern(target: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(_temp_stem(target))}\.{_TMP_MARK}-([0-9a-f]{{8}})-([0-9]{{1,10}})-"
+                      rf"[0-9a-f]{{12}}{re.escape(target.suffix[:20])}")
+
+
+def temp_name(target: Path) -> str:
+    """A fresh temporary name for ``target``: hidden, beside it, naming this writer (host tag and
+    pid) and 48 random bits, ending in the target's extension (writers such as PyAV choose the
+    format from it)."""
+    return (f".{_temp_stem(target)}.{_TMP_MARK}-{_host_tag()}-{os.getpid()}-{os.urandom(6).hex()}"
+            f"{target.suffix[:20]}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` (of this host) may still be writing. Unsure means alive: a temporary
+    is only ever removed when its writer is certainly gone."""
+    if pid == os.getpid() or os.name != "posix":
+        return True  # (on Windows os.kill would terminate the process: never probe there)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):
+        return True  # PermissionError: alive, another user's
+    try:  # a killed child its parent has not reaped yet is a zombie: it writes nothing more
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that killed writers of ``target`` left (a SIGKILL cannot be caught,
+    so :func:`atomic_path` cannot clean up after one): those made on this host whose writer's pid
+    is no longer alive. A live writer's temporary, another host's, or any file not named by
+    :func:`temp_name` is never touched. Returns what was removed; called by every atomic write."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    pattern, tag = _temp_pattern(target), _host_tag()
+    removed = []
+    try:
+        candidates = list(parent.glob(f".{glob.escape(_temp_stem(target))}.{_TMP_MARK}-*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        m = pattern.fullmatch(path.name)
+        if m is None or m.group(1) != tag or _pid_alive(int(m.group(2))):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError:
+            pass  # gone already (another writer cleaned it) or not ours to remove
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` in one step,
-    on failure it is removed, so a crash never leaves a half-written output."""
+    on failure it is removed, so a crash never leaves a half-written output.
+
+    A SIGKILL leaves the temporary behind (nothing can run then); its name carries the writer's
+    host tag and pid (:func:`temp_name`), and the next atomic write of the same output removes it
+    once that pid is dead (:func:`remove_stale_temporaries`)."""
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"output folder {parent} does not exist")
-    suffix = "".join(target.suffixes)
+    remove_stale_temporaries(target)
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+        tmp = _new_entry(parent, target, directory=True)
     else:
-        tmp = _new_file(parent, f".{target.stem}.", suffix)
+        tmp = _new_entry(parent, target)
     try:
         yield tmp
         if is_dir and target.is_dir():
@@ -49,19 +139,21 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         raise
 
 
-def _new_file(parent: Path, prefix: str, suffix: str) -> Path:
-    """Create a fresh, empty file beside the output with mode 0666 *as the kernel applies the
-    umask*: the usual permissions of a new file, without reading the umask (which Python can only
-    do by setting it, a process-wide flip another thread could observe)."""
+def _new_entry(parent: Path, target: Path, directory: bool = False) -> Path:
+    """Create a fresh, empty temporary file (or folder) beside the output with mode 0666 (0777) *as
+    the kernel applies the umask*: the usual permissions of a new file, without reading the umask
+    (which Python can only do by setting it, a process-wide flip another thread could observe)."""
     for _ in range(100):
-        name = parent / f"{prefix}{os.urandom(6).hex()}{suffix}"
+        name = parent / temp_name(target)
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            if directory:
+                os.mkdir(name, 0o777)
+            else:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             continue
         except OSError as exc:
             raise InputError(f"cannot write in {parent}: {exc.strerror}") from None
-        os.close(fd)
         return name
     raise InputError(f"cannot create a temporary file in {parent}")
 

@@ -181,12 +181,12 @@ def detail_ratio(image: np.ndarray, reference: np.ndarray) -> float:
 def pixels_of(shape: Sequence[int]) -> int:
     """Pixels in an image ``H,W``/``H,W,C``, a batch ``N,H,W,C`` or a clip ``T,H,W,C`` (frames
     count; channels do not). ``(N,H,W)`` batches of grey images count ``N*H*W``."""
-    shape = tuple(int(s) for s in shape)
+    shape = tuple(int(s) for s in shape)  # math.prod of Python ints: no int64 wrap-around on huge shapes
     if len(shape) <= 2:
-        return int(np.prod(shape))
+        return math.prod(shape)
     if shape[-1] in (1, 3, 4):
-        return int(np.prod(shape[:-1]))
-    return int(np.prod(shape))
+        return math.prod(shape[:-1])
+    return math.prod(shape)
 
 
 def bpp(num_bytes: int, shape: Sequence[int]) -> float:
@@ -196,7 +196,7 @@ def bpp(num_bytes: int, shape: Sequence[int]) -> float:
 
 def bpd(num_bytes: int, shape: Sequence[int]) -> float:
     """Bits per dimension: file bits / number of sample values (channels included)."""
-    return 8.0 * num_bytes / int(np.prod(shape))
+    return 8.0 * num_bytes / math.prod(int(s) for s in shape)
 
 
 def _bjontegaard():

@@ -219,11 +219,16 @@ def declared(which: str = "params"):
     what = "parameter" if which == "params" else "decode option"
 
     def wrap(method):
+        import inspect
+
+        # a decoder with long work (ldm's tiled rendering) takes ``progress`` like an encoder
+        takes_progress = which == "params" or "progress" in inspect.signature(method).parameters
+
         @functools.wraps(method)
         def bound_method(self, *args: Any, progress: bool = False, **given: Any):
             owner = f"codec '{self.name}'"
             values = bind(getattr(type(self), which), given, owner, what)
-            if which == "params":
+            if takes_progress:
                 return method(self, *args, progress=progress, **values)
             return method(self, *args, **values)
 

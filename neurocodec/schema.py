@@ -9,7 +9,10 @@ calls :meth:`Schema.check` first thing; a bad header becomes one :class:`Corrupt
 naming the field (never ``not enough values to unpack`` or a ``KeyError``), and an honest but huge
 claim becomes an :class:`InputError` naming the claimed size and the limit.
 
-How a codec uses it (hnerv, pc and ldm do the same in their own ``codec.py``)::
+How a codec uses it: it declares its schema by overriding :meth:`neurocodec.codec.Codec.schema`,
+and :meth:`Codec.decode <neurocodec.codec.Codec.decode>` checks every file against it through
+:meth:`~neurocodec.codec.Codec.check_header` before ``decompress`` runs (one gate for every codec,
+not a copy per decoder)::
 
     from ..schema import Field, Schema, max_values_option
 
@@ -24,15 +27,19 @@ How a codec uses it (hnerv, pc and ldm do the same in their own ``codec.py``)::
         sections=("weights", "embed"),                            # exactly these sections ...
         checks=(lambda h, s: None if h["shape"][3] == 3 else "shape must end in 3 channels",),
         decoded=lambda h: math.prod(h["shape"]),                  # values decode() will return
+        work=None,                                                # or: multiply-adds decoding runs
     )
 
     class MyCodec(Codec):
         options = (max_values_option(), ...)                      # the limit as a decode option
 
+        @classmethod
+        def schema(cls) -> Schema:
+            return SCHEMA
+
         @declared("options")
         def decompress(self, header, sections, *, max_values, ...):
-            h = SCHEMA.check(header, sections, max_values=max_values)   # before anything else
-            t, height, width, _ = h["shape"]                      # now known to be 4 ints in range
+            t, height, width, _ = header["shape"]                 # checked: 4 ints in range
 
 Rules of the schema:
 
@@ -46,7 +53,12 @@ Rules of the schema:
   match) with at most ``max_sections`` of them; ``min_section_bytes`` per section;
 * ``checks``: functions of the (already type-checked) header and sections returning ``None`` or
   a message: consistency between fields and with the section sizes;
-* ``decoded``: the number of values the decoded result will hold, compared with the limit.
+* ``decoded``: the number of values the decoded result will hold, compared with the limit;
+* ``work``: for decoders whose *work* follows from header fields beyond the output size (hnerv/nerv:
+  the header describes the network; a diffusion decoder: steps), the multiply-adds decoding will
+  run, compared with :data:`DEFAULT_MAX_WORK` (``2**47``, about 1.4e14, which admits a quality-8
+  HNeRV file of 720p video up to the decoded-size limit: see docs/format.md, Security), overridable
+  like the size limit with ``max_work=`` (:func:`max_work_option`) or ``NEUROCODEC_MAX_WORK``.
 
 The decoded-size limit, in the spirit of Pillow's ``Image.MAX_IMAGE_PIXELS``: a decoder refuses
 a header that claims more than :data:`DEFAULT_MAX_VALUES` decoded values (elements of the
@@ -75,6 +87,9 @@ from .params import Param
 #: decoded values (elements of the arrays decode returns) a header may claim by default
 DEFAULT_MAX_VALUES = 1 << 30
 ENV_MAX_VALUES = "NEUROCODEC_MAX_VALUES"
+#: decoder work (multiply-adds of the decoding network) a header may ask for by default
+DEFAULT_MAX_WORK = 1 << 47
+ENV_MAX_WORK = "NEUROCODEC_MAX_WORK"
 FIELD_KINDS = ("int", "float", "bool", "str", "ints", "list", "dict", "any")
 
 
@@ -85,36 +100,64 @@ def max_values_option() -> Param:
                  f"{DEFAULT_MAX_VALUES}; 0 = no limit)", lo=0, nullable=True)
 
 
-def resolve_max_values(max_values: int | None = None) -> int | None:
-    """The limit in force: the caller's ``max_values`` if given, else ``$NEUROCODEC_MAX_VALUES``,
-    else :data:`DEFAULT_MAX_VALUES`. ``None`` means no limit (``0`` asked for)."""
-    if max_values is None:
-        text = os.environ.get(ENV_MAX_VALUES, "").strip()
+def max_work_option() -> Param:
+    """The ``max_work`` decode option of codecs whose decoding work follows from header fields
+    (a schema with ``work``)."""
+    return Param("max_work", "int", None,
+                 f"refuse a file whose decoding takes more multiply-adds than this (none = ${ENV_MAX_WORK} or "
+                 f"2**{DEFAULT_MAX_WORK.bit_length() - 1}; 0 = no limit)", lo=0, nullable=True)
+
+
+#: option name -> (environment variable, default) of the limits every schema check applies
+LIMITS: dict[str, tuple[str, int]] = {"max_values": (ENV_MAX_VALUES, DEFAULT_MAX_VALUES),
+                                      "max_work": (ENV_MAX_WORK, DEFAULT_MAX_WORK)}
+LIMIT_OPTIONS: dict[str, Callable[[], Param]] = {"max_values": max_values_option, "max_work": max_work_option}
+
+
+def resolve_limit(name: str, value: int | None = None) -> int | None:
+    """The limit ``name`` (``max_values`` or ``max_work``) in force: the caller's ``value`` if
+    given, else its environment variable, else its default. ``None`` means no limit (``0`` asked
+    for)."""
+    env, default = LIMITS[name]
+    if value is None:
+        text = os.environ.get(env, "").strip()
         if not text:
-            return DEFAULT_MAX_VALUES
+            return default
         if text.lower() in ("none", "off", "0"):
             return None
         try:
-            max_values = int(text.replace("_", ""), 10)
+            value = int(text.replace("_", ""), 10)
         except ValueError:
-            raise UsageError(f"{ENV_MAX_VALUES}={text!r} is not a number of values") from None
-        if max_values < 0:
-            raise UsageError(f"{ENV_MAX_VALUES}={text!r} must be >= 0")
-    if isinstance(max_values, bool) or not isinstance(max_values, int) or max_values < 0:
-        raise UsageError(f"max_values={max_values!r} must be an integer >= 0 (0 = no limit)")
-    return None if max_values == 0 else max_values
+            raise UsageError(f"{env}={text!r} is not a whole number") from None
+        if value < 0:
+            raise UsageError(f"{env}={text!r} must be >= 0")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{name}={value!r} must be an integer >= 0 (0 = no limit)")
+    return None if value == 0 else value
+
+
+def resolve_max_values(max_values: int | None = None) -> int | None:
+    """The decoded-size limit in force (:func:`resolve_limit` of ``max_values``)."""
+    return resolve_limit("max_values", max_values)
+
+
+def check_limit(codec: str, name: str, claimed: int, limit: int | None = None, what: str = "") -> None:
+    """Refuse (``InputError``) a claim above the limit ``name`` in force, naming the claim, the
+    limit and how to raise it."""
+    bound = resolve_limit(name, limit)
+    if bound is not None and claimed > bound:
+        detail = f" ({what})" if what else ""
+        noun = "decoded values" if name == "max_values" else "multiply-adds of decoding work"
+        raise InputError(
+            f"{codec} file claims {claimed} {noun}{detail}, above the limit of {bound}: "
+            f"if you trust it, decode with {name}={claimed} (command line: --param {name}={claimed}) "
+            f"or set {LIMITS[name][0]}"
+        )
 
 
 def check_decoded_size(codec: str, claimed: int, max_values: int | None = None, what: str = "") -> None:
     """Refuse (``InputError``) a claimed decoded size above the limit in force."""
-    limit = resolve_max_values(max_values)
-    if limit is not None and claimed > limit:
-        detail = f" ({what})" if what else ""
-        raise InputError(
-            f"{codec} file claims {claimed} decoded values{detail}, above the limit of {limit}: "
-            f"if you trust it, decode with max_values={claimed} (command line: --param max_values={claimed}) "
-            f"or set {ENV_MAX_VALUES}"
-        )
+    check_limit(codec, "max_values", claimed, max_values, what)
 
 
 @dataclass(frozen=True)
@@ -212,12 +255,13 @@ class Schema:
     min_section_bytes: int = 0
     checks: tuple[Check, ...] = ()
     decoded: Callable[[dict], int] | None = None
+    work: Callable[[dict], int] | None = None
 
     def check(self, header: Any, sections: Mapping[str, bytes] | None = None, *,
-              max_values: int | None = None) -> dict:
+              max_values: int | None = None, max_work: int | None = None) -> dict:
         """Validate ``header`` (and ``sections``, when given); return the header. Raises
         :class:`CorruptStreamError` naming the field, or :class:`InputError` for a decoded size
-        above the limit (``max_values``, see :func:`resolve_max_values`)."""
+        above ``max_values`` or decoding work above ``max_work`` (see :func:`resolve_limit`)."""
         name = self.codec
         if not isinstance(header, Mapping):
             raise CorruptStreamError(f"{name} header is not a JSON object")
@@ -236,7 +280,9 @@ class Schema:
             if bad:
                 raise CorruptStreamError(f"{name} header: {bad}")
         if self.decoded is not None:
-            check_decoded_size(name, int(self.decoded(header)), max_values)
+            check_limit(name, "max_values", int(self.decoded(header)), max_values)
+        if self.work is not None:
+            check_limit(name, "max_work", int(self.work(header)), max_work)
         return dict(header)
 
     def _check_sections(self, sections: Mapping[str, bytes]) -> None:
@@ -271,5 +317,6 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-__all__ = ["DEFAULT_MAX_VALUES", "ENV_MAX_VALUES", "Field", "Schema", "check_decoded_size", "max_values_option",
+__all__ = ["DEFAULT_MAX_VALUES", "DEFAULT_MAX_WORK", "ENV_MAX_VALUES", "ENV_MAX_WORK", "LIMITS", "Field", "Schema",
+           "check_decoded_size", "check_limit", "max_values_option", "max_work_option", "resolve_limit",
            "resolve_max_values"]

@@ -20,6 +20,13 @@ form (:attr:`ModelFile.short_digest`) of the model that made them, and the wings
 of the files they ship (a ``SHIPPED`` table beside the code that loads them), so a swapped or edited
 file is detected, not silently used.
 
+Size: :func:`load` refuses a file above :data:`DEFAULT_MAX_MODEL_BYTES` (1 GiB; ``max_bytes=`` or
+``$NEUROCODEC_MAX_MODEL_BYTES`` to change, ``0`` for none) before reading it, reads only regular
+files (never a FIFO or device, which could block or never end), and :func:`from_bytes` refuses
+arrays that would unpack (lzma included) to more than the same limit, so a small file cannot
+claim gigabytes. A path that a *bitstream header* names (not the user) goes through
+:func:`header_model_path` first.
+
 Loading is cached by path, size and modification time (one read and hash per file and process), and
 what comes back is immutable: arrays are read-only, the config is a frozen mapping. Objects built
 from a model file (torch modules, circuits) are cached by :func:`build`, keyed by the file's digest
@@ -30,7 +37,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import lzma
+import math
 import os
+import stat as _stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -50,6 +59,93 @@ _COMPRESSIONS = ("none", "lzma")
 _DTYPES = frozenset("|b1 |i1 |u1 <i2 <u2 <i4 <u4 <i8 <u8 <f2 <f4 <f8".split())
 
 T = TypeVar("T")
+
+#: bytes a model file may have (and its arrays may unpack to) unless the caller allows more: 1 GiB,
+#: some 300 times the largest shipped model (3.4 MB), and what a decoder can hold in memory twice over
+DEFAULT_MAX_MODEL_BYTES = 1 << 30
+ENV_MAX_MODEL_BYTES = "NEUROCODEC_MAX_MODEL_BYTES"
+#: folders a header-named model path may never point into (after symlinks are resolved)
+_FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
+
+
+def max_model_bytes(max_bytes: int | None = None) -> int | None:
+    """The model-file size limit in force: ``max_bytes`` if given, else ``$NEUROCODEC_MAX_MODEL_BYTES``,
+    else :data:`DEFAULT_MAX_MODEL_BYTES`; ``None`` (``0`` asked for) means no limit."""
+    if max_bytes is None:
+        text = os.environ.get(ENV_MAX_MODEL_BYTES, "").strip()
+        if not text:
+            return DEFAULT_MAX_MODEL_BYTES
+        if text.lower() in ("0", "none", "off"):
+            return None
+        try:
+            max_bytes = int(text.replace("_", ""), 10)
+        except ValueError:
+            raise UsageError(f"{ENV_MAX_MODEL_BYTES}={text!r} is not a whole number of bytes") from None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise UsageError(f"max_bytes={max_bytes!r} must be an integer >= 0 (0 = no limit)")
+    return None if max_bytes == 0 else max_bytes
+
+
+def _too_big(what: str, size: int, limit: int, noun: str = "bytes") -> InputError:
+    return InputError(f"{what} is {size} {noun}, above the model-file limit of {limit} bytes: if you trust it, "
+                      f"pass max_bytes={size} to neurocodec.weights.load or set {ENV_MAX_MODEL_BYTES}={size}")
+
+
+def header_model_path(text: Any, *, codec: str) -> Path:
+    """The model file that a bitstream *header* names, if the rule allows opening it; else an
+    :class:`InputError` telling the user to pass the model themselves.
+
+    Why a rule: a header is written by whoever made the file, and the decoder would open what it
+    names. Allowed is a regular file (symlinks resolved) whose name ends in ``.ncx``, outside
+    ``/proc``, ``/sys`` and ``/dev``; it is then read by :func:`load` under the size limit, parsed
+    as a model container (data, never code) and used only when its digest is the one the header
+    records. Relative paths resolve against the current folder (as the encoder recorded them)."""
+    def refuse(why: str) -> InputError:
+        return InputError(f"{codec} file names the model path {str(text)[:200]!r}, which is {why}: "
+                          "pass the model file with model=PATH (command line: --param model=PATH)")
+
+    if not isinstance(text, str) or not text or "\0" in text or len(text) > 4096:
+        raise refuse("not a usable path")
+    try:
+        real = Path(text).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise refuse("not a usable path") from None
+    if any(str(real) == root or str(real).startswith(root + os.sep) for root in _FORBIDDEN_ROOTS):
+        raise refuse("inside a system folder (/proc, /sys, /dev)")
+    if real.suffix.lower() != ".ncx":
+        raise refuse("not a .ncx model file")
+    try:
+        mode = real.stat().st_mode
+    except OSError:
+        raise refuse("not there") from None
+    if not _stat.S_ISREG(mode):
+        raise refuse("not a regular file")
+    return real
+
+
+def _read_regular_file(path: str, limit: int | None) -> bytes:
+    """The bytes of a regular file, at most ``limit``: opened without blocking (a FIFO swapped in
+    after the caller's stat cannot hang us), checked to be a regular file on the open descriptor,
+    read with a bound (a file that grew past the limit is refused, not read to its end)."""
+    what = f"model file '{path}'"
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise InputError(f"cannot read {what}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not _stat.S_ISREG(st.st_mode):
+            raise InputError(f"{what} is not a regular file")
+        if limit is not None and st.st_size > limit:
+            raise _too_big(what, st.st_size, limit)
+        data = fh.read(st.st_size + 1 if limit is None else min(st.st_size, limit) + 1)
+        if limit is not None and len(data) > limit:
+            raise _too_big(what, len(data), limit)
+        if len(data) > st.st_size:  # it grew while we read: take the rest, still bounded
+            data += fh.read(-1 if limit is None else limit + 1 - len(data))
+            if limit is not None and len(data) > limit:
+                raise _too_big(what, len(data), limit)
+    return data
 
 
 # ------------------------------------------------------------------------------- frozen values
@@ -196,9 +292,12 @@ def to_bytes(kind: str, version: int, config: Mapping[str, Any], arrays: Mapping
 
 
 def from_bytes(data: bytes, *, kind: str | None = None, versions: tuple[int, int] | None = None,
-               what: str = "model file") -> ModelFile:
+               what: str = "model file", max_bytes: int | None = None) -> ModelFile:
     """Parse and verify a model file. ``kind`` and ``versions`` (min, max accepted) are checked when
-    given. Raises :class:`~neurocodec.errors.InputError` (or a subclass) naming what is wrong."""
+    given; the arrays may hold at most ``max_bytes`` in all (:func:`max_model_bytes`), checked from
+    the array table before anything is unpacked. Raises :class:`~neurocodec.errors.InputError` (or
+    a subclass) naming what is wrong."""
+    limit = max_model_bytes(max_bytes)
     try:
         box = ncx.unpack(data)
     except CorruptStreamError as exc:
@@ -220,17 +319,25 @@ def from_bytes(data: bytes, *, kind: str | None = None, versions: tuple[int, int
     if set(table) != set(box.sections):
         raise CorruptStreamError(f"{what}: array table and sections disagree")
     arrays: dict[str, np.ndarray] = {}
+    specs: dict[str, tuple[np.dtype, tuple[int, ...], int]] = {}
     for name, spec in table.items():
         try:
             dtype_str, shape = spec
+            if not isinstance(dtype_str, str) or not isinstance(shape, list) or len(shape) > 32 or any(
+                    isinstance(s, bool) or not isinstance(s, int) for s in shape):
+                raise TypeError
             dtype = np.dtype(dtype_str)
-            shape = tuple(int(s) for s in shape)
+            shape = tuple(shape)
         except (TypeError, ValueError):
             raise CorruptStreamError(f"{what}: array '{name}' has a malformed dtype/shape entry") from None
         if dtype.str not in _DTYPES or any(s < 0 for s in shape):
             raise CorruptStreamError(f"{what}: array '{name}' has an unsupported dtype or shape {spec}")
+        specs[name] = (dtype, shape, math.prod(shape))  # Python ints: no int64 wrap-around
+    unpacked = sum(count * dtype.itemsize for dtype, _, count in specs.values())
+    if limit is not None and unpacked > limit:
+        raise _too_big(f"{what} (its arrays unpacked)", unpacked, limit)
+    for name, (dtype, shape, count) in specs.items():
         raw = box.sections[name]
-        count = int(np.prod(shape, dtype=np.int64))
         if compression == "lzma":
             try:
                 dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
@@ -257,18 +364,22 @@ def save(path: str | os.PathLike, kind: str, version: int, config: Mapping[str, 
 
 
 def load(path: str | os.PathLike, *, kind: str | None = None, versions: tuple[int, int] | None = None,
-         expect_digest: str | None = None) -> ModelFile:
+         expect_digest: str | None = None, max_bytes: int | None = None) -> ModelFile:
     """Read a model file (cached by resolved path, size and mtime). With ``expect_digest`` (full or
     short hex), a file whose bytes hash differently is refused: that is how shipped models are
-    pinned to the code that uses them."""
+    pinned to the code that uses them. A file (or its unpacked arrays) above ``max_bytes``
+    (:func:`max_model_bytes`: 1 GiB unless changed) is refused before it is read."""
     p = Path(path)
+    limit = max_model_bytes(max_bytes)
     try:
         st = p.stat()
     except OSError:
         raise InputError(f"model file '{p}' does not exist") from None
-    if not p.is_file():
+    if not _stat.S_ISREG(st.st_mode):
         raise InputError(f"model file '{p}' is not a file")
-    model = _load_cached(str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if limit is not None and st.st_size > limit:
+        raise _too_big(f"model file '{p}'", st.st_size, limit)
+    model = _load_cached(str(p.resolve()), st.st_size, st.st_mtime_ns, 0 if limit is None else limit)
     if kind is not None and model.kind != kind:
         raise InputError(f"model file '{p}' holds a '{model.kind}' model, not a '{kind}' model")
     if versions is not None and not versions[0] <= model.version <= versions[1]:
@@ -282,13 +393,11 @@ def load(path: str | os.PathLike, *, kind: str | None = None, versions: tuple[in
 
 
 @functools.lru_cache(maxsize=32)
-def _load_cached(path: str, size: int, mtime_ns: int) -> ModelFile:
-    # size and mtime are part of the key so an edited file is read again
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read model file '{path}': {exc.strerror}") from None
-    return from_bytes(data, what=f"model file '{path}'")
+def _load_cached(path: str, size: int, mtime_ns: int, limit: int) -> ModelFile:
+    # size and mtime are part of the key so an edited file is read again; the limit (0 = none) so a
+    # file refused under one limit is not served from the cache under another
+    data = _read_regular_file(path, limit or None)
+    return from_bytes(data, what=f"model file '{path}'", max_bytes=limit)
 
 
 # ------------------------------------------------------------------------- built objects

@@ -9,7 +9,9 @@ next to this script; the package only provides what they import (``neurocodec.be
 
 Notebooks read the JSON under ``$NEUROCODEC_RESULTS`` (default: ``default_results_dir()``, i.e.
 ``benchmarks/results`` of the checkout) and keep their sample reconstructions small when
-``$NEUROCODEC_QUICK`` is set.
+``$NEUROCODEC_QUICK`` is set. Figures are drawn inline (``%matplotlib inline``, with the colours and
+axis labels of ``neurocodec plot``) and committed pictures are displayed as PNGs, so an executed
+notebook carries every figure in its outputs; tables have one row per RD point.
 """
 from __future__ import annotations
 
@@ -22,57 +24,63 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 _SETUP = """\
+%matplotlib inline
 import os, json
 from pathlib import Path
 import numpy as np
-import matplotlib
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from IPython.display import Image, Markdown, display
 import neurocodec
 from neurocodec import datasets, metrics
-from neurocodec.bench.plot import load_suite, bd_table, format_table, DEFAULT_AXES
+from neurocodec.bench.plot import DEFAULT_AXES, bd_table, draw_curves, format_table, load_suite
 from neurocodec.bench.results import default_results_dir
 RESULTS = Path(os.environ.get("NEUROCODEC_RESULTS") or default_results_dir())
 QUICK = bool(os.environ.get("NEUROCODEC_QUICK"))
 """
 
+# RD figures drawn inline with the colours and axis labels of `neurocodec plot` (draw_curves), and a
+# BD table per dataset that says which dataset it belongs to
 _RD = """\
 suite = {suite!r}
 data = load_suite(suite, results_dir=RESULTS)
 print("datasets:", sorted(data))
 x_key, y_keys, anchor = DEFAULT_AXES[suite]
+y_keys = y_keys or ("psnr-rgb",)
 for dataset, docs in data.items():
-    fig, axes = plt.subplots(1, max(1, len(y_keys)), figsize=(6 * max(1, len(y_keys)), 4), squeeze=False)
-    for ax, y in zip(axes[0], y_keys or ("psnr-rgb",)):
-        for name, doc in sorted(docs.items()):
-            r = doc["results"]
-            if x_key in r and y in r:
-                pts = sorted((a, b) for a, b in zip(r[x_key], r[y]) if a is not None and b is not None)
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=name + (" (quick)" if doc.get("quick") else ""))
-        ax.set_xlabel(x_key); ax.set_ylabel(y); ax.set_title(f"{{suite}} / {{dataset}}"); ax.grid(alpha=.3); ax.legend()
+    fig, axes = plt.subplots(1, len(y_keys), figsize=(6 * len(y_keys), 4), squeeze=False)
+    for ax, y in zip(axes[0], y_keys):
+        draw_curves(ax, docs, x_key, y, yerr=y + "-std", title=f"{{suite}} / {{dataset}}")
+    fig.tight_layout()
     plt.show()
-    if anchor and anchor in docs:
-        rows = [dict(codec=k, **v) for k, v in bd_table(docs, anchor, x_key, (y_keys or ("psnr-rgb",))[0]).items()]
-        print(f"BD against {{anchor}}:")
-        print(format_table(rows, ["codec", "bd_rate", "bd_quality"]))
+    if suite in ("video", "image") and anchor in docs:
+        rows = [dict(codec=k, against=anchor, **v) for k, v in bd_table(docs, anchor, x_key, y_keys[0]).items()]
+        display(Markdown(f"**BD on {{suite}} / {{dataset}}** against {{anchor}} ({{y_keys[0]}}, pchip; "
+                         "negative bd_rate = fewer bits at equal quality)\\n\\n"
+                         + format_table(rows, ["codec", "against", "bd_rate", "bd_quality"])))
 """
 
+# one row per RD point (never an average over points: each point is its own setting)
 _TABLE = """\
 suite = {suite!r}
 data = load_suite(suite, results_dir=RESULTS)
 print("datasets:", sorted(data))
+is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
 for dataset, docs in data.items():
-    keys = sorted({{k for d in docs.values() for k, v in d["results"].items() if v and isinstance(v[0], (int, float))}})
-    rows = []
+    rows, columns = [], ["codec", "point"]
     for name, doc in sorted(docs.items()):
-        row = {{"method": name}}
-        for k in keys:
-            vals = [v for v in doc["results"].get(k, []) if isinstance(v, (int, float))]
-            row[k] = float(np.mean(vals)) if vals else None
-        rows.append(row)
-    print(f"## {{suite}} / {{dataset}}")
-    print(format_table(rows, ["method", *keys]))
+        res = {{k: v for k, v in doc["results"].items() if v and all(is_num(x) or x is None for x in v)}}
+        columns += [k for k in res if k not in columns]
+        for i in range(max(map(len, res.values()), default=0)):
+            rows.append({{"codec": name, "point": i + 1, **{{k: v[i] for k, v in res.items() if i < len(v)}}}})
+    display(Markdown(f"**{{suite}} / {{dataset}}**: one row per RD point\\n\\n" + format_table(rows, columns)))
+"""
+
+# committed pictures of a full run (labelled crop strips, the kvb rate plot), shown as they are
+_COMMITTED = """\
+pictures = sorted(p for p in (RESULTS / {suite!r}).rglob("*.png") if "raw" not in p.parts)
+print(len(pictures), "committed pictures under", RESULTS / {suite!r})
+for png in pictures:
+    display(Markdown(f"`{{png.relative_to(RESULTS)}}`"), Image(filename=str(png)))
 """
 
 _SAMPLES = {
@@ -140,11 +148,6 @@ if "ldm" in neurocodec.list_codecs():  # unconditional samples of the same laten
         ax.imshow(generate(128, 128, seed=seed, steps=4 if QUICK else 20)); ax.axis("off"); ax.set_title(f"generate, seed {seed}")
     plt.show()
 """,
-    "kvb": """\
-for png in sorted((RESULTS / "kvb").rglob("*.png")):
-    img = plt.imread(png)
-    plt.figure(figsize=(7, 4.5)); plt.imshow(img); plt.axis("off"); plt.title(png.name); plt.show()
-""",
 }
 
 SUITE_TITLES = {
@@ -174,10 +177,17 @@ def build(folder: Path | None = None) -> list[Path]:
             nbformat.v4.new_code_cell(_SETUP),
             nbformat.v4.new_code_cell(body),
         ]
-        if suite in ("video", "image"):
+        if suite in ("video", "image", "sr"):
+            nb.cells.append(nbformat.v4.new_markdown_cell("## Every RD point"))
             nb.cells.append(nbformat.v4.new_code_cell(_TABLE.format(suite=suite)))
-        nb.cells.append(nbformat.v4.new_markdown_cell("## Sample reconstructions"))
-        nb.cells.append(nbformat.v4.new_code_cell(_SAMPLES[suite]))
+        if suite in ("image", "sr", "kvb"):
+            nb.cells.append(nbformat.v4.new_markdown_cell(
+                "## Figures of the committed full run\n\nDrawn by `python benchmarks/report.py` from the JSON "
+                "(crop strips: the raw tiles and captions under `crops/raw/`)."))
+            nb.cells.append(nbformat.v4.new_code_cell(_COMMITTED.format(suite=suite)))
+        if suite in _SAMPLES:
+            nb.cells.append(nbformat.v4.new_markdown_cell("## Sample reconstructions"))
+            nb.cells.append(nbformat.v4.new_code_cell(_SAMPLES[suite]))
         for i, cell in enumerate(nb.cells):  # stable ids: rebuilding an unchanged notebook changes nothing
             cell["id"] = f"{suite}-{i}"
         path = folder / f"{suite}.ipynb"
@@ -205,6 +215,12 @@ def execute(path: Path, results: Path | None = None, quick: bool = True, timeout
     return nb
 
 
+def embedded_figures(nb: object) -> list[tuple[int, int]]:
+    """(cell index, output index) of every PNG an executed notebook carries in its outputs."""
+    return [(i, j) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            for j, out in enumerate(cell.get("outputs", [])) if "image/png" in out.get("data", {})]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python notebooks/build.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             nb = execute(path, args.results, quick=not args.full)
             out = Path(tempfile.gettempdir()) / f"neurocodec-{path.name}"
             nbformat.write(nb, out)
-            print(f"  executed -> {out}")
+            print(f"  executed -> {out} ({len(embedded_figures(nb))} figures embedded)")
     return 0
 
 

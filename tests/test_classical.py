@@ -83,3 +83,26 @@ def test_damaged_payload_with_forged_crc_is_reported():
     forged = ncx.pack(ncx.Container("png", 1, box.header, {"0": box.sections["0"][:20]}))
     with pytest.raises(CorruptStreamError, match="does not decode"):
         neurocodec.decode(forged)
+
+
+def test_avif_round_trip_rate_follows_quality_and_size_is_read_from_the_payload():
+    from neurocodec import datasets
+    from neurocodec.codecs.classical import avif_size
+
+    photo = datasets.load("astronaut")[100:196, 180:276]
+    sizes, psnrs = [], []
+    for q in (20, 50, 80):
+        blob = neurocodec.encode(photo, codec="avif", quality=q)
+        out = neurocodec.decode(blob)
+        assert out.shape == photo.shape and out.dtype == np.uint8
+        sizes.append(len(blob))
+        psnrs.append(metrics.psnr(out, photo))
+    assert sizes[0] < sizes[1] < sizes[2] and psnrs[0] < psnrs[1] < psnrs[2] and psnrs[1] > 28
+    grey = photo[..., 1]
+    assert neurocodec.decode(neurocodec.encode(grey, codec="avif", quality=60)).shape == grey.shape
+    box = ncx.unpack(neurocodec.encode(photo, codec="avif"))
+    assert avif_size(box.sections["0"]) == (96, 96)
+    with pytest.raises(CorruptStreamError):
+        avif_size(b"\x00" * 40)
+    with pytest.raises(UsageError):
+        neurocodec.encode(photo, codec="avif", quality=101)

@@ -45,12 +45,7 @@ CODECS = sorted(_REGISTRY)
 
 # codec -> {test kind -> reason}: known weaknesses in decoders this suite's author does not own.
 # Filled from the fuzzer's own findings; see the issue-16 report.
-_LDM_SHAPE = ("ldm owner (neurocodec/codecs/ldm/codec.py): a v2 header whose 'shape' is [H, W] (grey) but "
-              "whose 'mode' is missing or 'RGB' decodes to H x W x 3 instead of being refused: shape, mode and "
-              "channels are not checked against each other")
-KNOWN_WEAK: dict[str, dict[str, str]] = {
-    "ldm": {"header": _LDM_SHAPE, "both": _LDM_SHAPE},
-}
+KNOWN_WEAK: dict[str, dict[str, str]] = {}
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 phases=(Phase.explicit, Phase.generate),
@@ -68,6 +63,7 @@ def small_cases() -> dict[str, tuple[Any, dict]]:
     (_, _), (digits, _) = datasets.mnist_5k_split()
     cases = {
         "png": (photo, {}), "webp": (photo, {}), "jpeg": (photo, {"quality": 60}), "jpegxl": (photo, {}),
+        "avif": (photo, {"quality": 50}),
         "x264": (clip, {"crf": 30}), "x265": (clip, {"crf": 30}), "svtav1": (clip, {"crf": 45}),
         "hnerv": (clip, {"epochs": 1, "target_params": 3000, "device": "cpu"}),
         "nerv": (clip, {"epochs": 1, "target_params": 3000, "device": "cpu"}),
@@ -416,11 +412,31 @@ HUGE = {
     "webp": {"shape": [1 << 16, 1 << 16, 3]},
     "jpeg": {"shape": [1 << 16, 1 << 16, 3]},
     "jpegxl": {"shape": [1 << 16, 1 << 16, 3]},
+    "avif": {"shape": [1 << 16, 1 << 16, 3]},
     "x264": {"shape": [10000, 4096, 4096, 3], "coded_size": [4096, 4096]},
     "x265": {"shape": [10000, 4096, 4096, 3], "coded_size": [4096, 4096]},
     "svtav1": {"shape": [10000, 4096, 4096, 3], "coded_size": [4096, 4096]},
     "kvb": {"shape": [1 << 31, 64]},
+    "pc": {"shape": [1 << 16, 1 << 12, 28]},
+    "hnerv": {"shape": [1000, 1024, 1024, 3]},
+    "nerv": {"shape": [1000, 1024, 1024, 3]},
 }
+
+
+def test_every_codec_declares_its_schema_and_the_limit():
+    """The one gate (``Codec.check_header``, run by ``Codec.decode`` before ``decompress``) covers a
+    codec only when it declares a schema with a decoded size, and its users can only raise the
+    limit when ``max_values`` is a decode option."""
+    import inspect
+
+    missing = []
+    for name in CODECS:
+        cls = get_codec(name)
+        schema = cls.schema()
+        options = {p.name for p in cls.options} if cls.options else set(inspect.signature(cls.decompress).parameters)
+        if schema is None or schema.decoded is None or "max_values" not in options:
+            missing.append(name)
+    assert not missing, f"codecs without a declared schema and size limit: {missing}"
 
 
 @pytest.mark.parametrize("codec", sorted(HUGE))
@@ -477,11 +493,75 @@ def test_a_renamed_video_file_names_the_field(valid):
 def test_payload_size_must_match_the_header(valid):
     """The image inside a section declares its own size: a small payload claiming a huge image
     (a decompression bomb with an honest-looking header) is refused before its pixels decode."""
-    from neurocodec.codecs.classical import jxl_size
+    from neurocodec.codecs.classical import avif_size, jxl_size
 
-    for codec in ("png", "webp", "jpeg", "jpegxl"):
+    for codec in ("png", "webp", "jpeg", "jpegxl", "avif"):
         box = valid[codec]
         header = {**box.header, "shape": [16, 16, 3]}
         with pytest.raises(CorruptStreamError, match="payload is 32x32, the header says 16x16"):
             neurocodec.decode(forge(ncx.Container(codec, box.codec_version, header, box.sections)))
     assert jxl_size(valid["jpegxl"].sections["0"]) == (32, 32)
+    assert avif_size(valid["avif"].sections["0"]) == (32, 32)
+
+
+# ------------------------------------------------------------------------ decoding-work limit (nerv)
+def _zero_nerv(arch_text: str, frames: int) -> bytes:
+    """A real, self-consistent nerv file whose decoder weights are all zero: a few kilobytes that
+    decode (to grey frames) for any frame count the header states, the cheapest way to ask a
+    generative decoder for unbounded work."""
+    from neurocodec.codecs.hnerv.model import Arch, decoder_tensors
+    from neurocodec.entropy import encode_symbols
+    from neurocodec.quant import choose_axis, scales_to_bytes
+
+    arch, _, _ = Arch.from_compact(arch_text, frames, 16, 24)
+    tensors = decoder_tensors(arch)
+    ws = scales_to_bytes([np.ones(s[0] if choose_axis(s) else 1, np.float32) for _, s in tensors])
+    w = encode_symbols(np.zeros(sum(math.prod(s) for _, s in tensors), np.int64))
+    header = {"shape": [frames, 16, 24, 3], "dtype": "uint8", "fps": 25.0, "a": arch_text}
+    return ncx.pack(ncx.Container("nerv", 3, header, {"ws": ws, "w": w}))
+
+
+def test_decoding_work_is_bounded_by_the_header_check(monkeypatch):
+    from neurocodec.codecs.hnerv.codec import _header_arch, decode_work
+
+    monkeypatch.delenv("NEUROCODEC_MAX_VALUES")
+    small = "n s2.2.2 w32 r1.0 l32 p1.25.80 m0 b8.6"
+    out = neurocodec.decode(_zero_nerv(small, 2), device="cpu")  # the forged file is a valid file
+    assert out.shape == (2, 16, 24, 3) and (out == 128).all()
+    blob = _zero_nerv(small, 8)
+    work = decode_work(_header_arch(ncx.unpack(blob).header)[0])
+    with time_limit(2), pytest.raises(InputError, match=f"claims {work} multiply-adds.*limit of {work - 1}"):
+        neurocodec.decode(blob, device="cpu", max_work=work - 1)
+    assert neurocodec.decode(blob, device="cpu", max_work=work).shape == (8, 16, 24, 3)
+    # at the default limit: 800,000 frames of a 7.3 M-weight decoder (about 2.4e14 multiply-adds,
+    # days of CPU), under the decoded-size limit, refused from the header alone
+    from neurocodec.codecs.hnerv.model import decoder_params
+
+    header = {"shape": [800_000, 16, 24, 3], "dtype": "uint8", "fps": 25.0,
+              "a": "n s2.2.2 w256 r1.0 l256 p1.25.80 m0 b8.6"}
+    box = ncx.unpack(blob)
+    big = _header_arch(header)[0]
+    assert math.prod(header["shape"]) < (1 << 30) < (1 << 47) < decode_work(big) and decoder_params(big) < 1 << 27
+    with time_limit(2), pytest.raises(InputError, match=f"multiply-adds of decoding work, above the limit of {1 << 47}"):
+        neurocodec.decode(forge(ncx.Container("nerv", 3, header, box.sections)))
+    monkeypatch.setenv("NEUROCODEC_MAX_WORK", str(work - 1))
+    with pytest.raises(InputError, match=f"limit of {work - 1}"):
+        neurocodec.decode(blob, device="cpu")
+
+
+@pytest.mark.parametrize("arch_text", ["n s2.2.2 w64 r1.0 l64 p1.25.80 m16 b8.6", "h s3.2 w24 e4 k1.5 r1.2 l12 b8.6"])
+def test_decode_work_counts_what_torch_counts(arch_text):
+    """decode_work is the decoder's multiply-adds as torch's own FLOP counter measures them."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from neurocodec.codecs.hnerv.codec import decode_work
+    from neurocodec.codecs.hnerv.model import Arch, Decoder, frame_times
+
+    arch, _, _ = Arch.from_compact(arch_text, 3, 20, 30)
+    with torch.device("meta"):
+        dec = Decoder(arch)
+        z = torch.zeros(3, arch.embed_ch, *arch.grid) if arch.kind == "hnerv" else frame_times(torch.arange(3), 3)
+        with FlopCounterMode(display=False) as counter:
+            dec(z)
+    assert counter.get_total_flops() == 2 * decode_work(arch)

@@ -172,6 +172,7 @@ def _inputs() -> dict[str, tuple[object, dict]]:
     (_, _), (digits, _) = datasets.mnist_5k_split()
     cases: dict[str, tuple[object, dict]] = {
         "png": (photo, {}), "webp": (photo, {}), "jpeg": (photo, {"quality": 60}), "jpegxl": (photo, {}),
+        "avif": (photo, {"quality": 50}),
         "x264": (clip, {"crf": 30}), "x265": (clip, {"crf": 30}), "svtav1": (clip, {"crf": 45}),
         "hnerv": (clip, {"epochs": 2, "target_params": 3000, "device": "cpu"}),
         "nerv": (clip, {"epochs": 2, "target_params": 3000, "device": "cpu"}),

@@ -706,3 +706,37 @@ def test_integer_hyper_synthesis_same_indices_across_threads_and_processes(tiny_
         assert res.returncode == 0, res.stderr
         outs.append(json.loads(res.stdout))
     assert outs[0] == outs[1]
+
+
+def test_hyperprior_latent_refinement_never_worsens_the_cost_and_decodes(tiny_hp):
+    """effort=N: the encoder moves the symbols by gradient descent on bits + lambda*MSE with the
+    tables held fixed; the file decodes with the plain decoder, effort=0 is the plain encoder's
+    bytes, and the kept iterate is never worse than the start."""
+    codec = LDMCodec()
+    img = _img(40, 56)
+    plain = codec.encode(img, model="hyperprior", weights=tiny_hp, quality=4)
+    assert codec.encode(img, model="hyperprior", weights=tiny_hp, quality=4, effort=0) == plain
+    refined = codec.encode_with_report(img, model="hyperprior", weights=tiny_hp, quality=4, effort=6)
+    start, best = refined.report["refine_cost"]
+    assert best <= start
+    assert codec.encode(img, model="hyperprior", weights=tiny_hp, quality=4, effort=6) == refined.blob  # deterministic
+    out = codec.decode(refined.blob, weights=tiny_hp)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    with pytest.raises(UsageError):  # the ae has no refinement
+        codec.encode(img, quality=1, effort=3)
+
+
+def test_v2_header_is_held_to_the_schema():
+    """A v2 header whose fields passed their CRC but not each other (grey shape with RGB mode,
+    latent that does not fit the shape, stray sections) is refused before any decoding."""
+    blob = neurocodec.encode(_img(16, 20), codec="ldm", quality=1)
+    box = neurocodec.container.unpack(blob)
+    for bad in ({"shape": [16, 20]}, {"latent": [8, 9, 10]}, {"coding": "p"}, {"quality": 7}):
+        forged = neurocodec.container.pack(neurocodec.container.Container("ldm", 2, {**box.header, **bad}, box.sections))
+        with pytest.raises(CorruptStreamError):
+            neurocodec.decode(forged)
+    extra = neurocodec.container.pack(neurocodec.container.Container("ldm", 2, box.header, {**box.sections, "ch99": b"x"}))
+    with pytest.raises(CorruptStreamError):
+        neurocodec.decode(extra)
+    with pytest.raises(neurocodec.errors.InputError):  # an honest header, a decode size above the limit
+        neurocodec.decode(blob, scale=8.0, max_values=1000)

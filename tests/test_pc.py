@@ -267,8 +267,10 @@ def test_torch_evaluation_matches_numba():
 
 # ------------------------------------------------------------------------------ model files
 def test_shipped_models_load_with_recorded_digests():
-    assert set(SHIPPED) == {"mnist", "natural"}
+    assert set(SHIPPED) == {"mnist", "natural", "photo"}
     for name, digest in SHIPPED.items():
+        if name in pcmodel.PHOTO_MODELS:
+            continue  # a pc-photo model file: tests/test_pc_photo.py
         path = builtin_path(name)
         assert path.suffix == ".ncx" and not path.with_suffix(".ncpc").exists()
         assert weights.file_digest(path) == digest
@@ -425,7 +427,9 @@ def test_convert_old_ncpc(tiny_model, tmp_path):
 def test_v1_bitstreams_still_decode(tiny_model):
     x = (np.arange(70).reshape(2, 5, 7) % 3).astype(np.uint8)  # coded, not raw: the model matters
     box = ncx.unpack(neurocodec.encode(x, codec="pc", model=tiny_model))
-    assert not box.header.get("raw") and box.codec_version == 2 and box.header["model_hash"] == load_model(tiny_model).short_digest
+    from neurocodec.codecs.pc.codec import PCCodec
+
+    assert not box.header.get("raw") and box.codec_version == PCCodec.version and box.header["model_hash"] == load_model(tiny_model).short_digest
     # a v1 file: same bitstream, but model_hash was the hash of the stored arrays
     v1 = ncx.Container("pc", 1, {**box.header, "model_hash": legacy.v1_model_hash(load_model(tiny_model))},
                        box.sections)
@@ -472,12 +476,12 @@ def test_decoding_imports_no_training_code(tiny_model, tmp_path):
 
 # ------------------------------------------------------------------ model choice, params, header checks
 def test_auto_model_choice_and_raw_report():
-    """No model=: 28x28 grey (one digit or a batch) gets mnist, anything else natural; the report
+    """No model=: 28x28 grey (one digit or a batch) gets mnist, anything else photo; the report
     says which and why, and says when the pixels were stored raw (the header's raw flag too)."""
     from neurocodec.codecs.pc.codec import auto_model
 
     assert auto_model((1, 28, 28, 1))[0] == "mnist" and auto_model((5, 28, 28, 1))[0] == "mnist"
-    assert auto_model((1, 28, 28, 3))[0] == "natural" and auto_model((1, 30, 28, 1))[0] == "natural"
+    assert auto_model((1, 28, 28, 3))[0] == "photo" and auto_model((1, 30, 28, 1))[0] == "photo"
     digit = np.zeros((28, 28), np.uint8)
     digit[8:20, 12:16] = 255
     enc = neurocodec.encode_with_report(digit, codec="pc")
@@ -485,7 +489,7 @@ def test_auto_model_choice_and_raw_report():
     assert np.array_equal(neurocodec.decode(enc.blob), digit)
     noise = np.random.default_rng(9).integers(0, 256, (9, 10), dtype=np.uint8)
     enc = neurocodec.encode_with_report(noise, codec="pc")
-    assert enc.report["model"] == "natural" and enc.report["raw"] and "raw" in enc.report["note"]
+    assert enc.report["model"] == "photo" and enc.report["raw"] and "raw" in enc.report["note"]
     assert ncx.unpack(enc.blob).header["raw"] is True
     assert np.array_equal(neurocodec.decode(enc.blob), noise)
 

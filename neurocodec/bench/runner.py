@@ -83,7 +83,7 @@ def quality(original: np.ndarray, decoded: np.ndarray, video: bool) -> dict[str,
 def measure(codec: str, data: np.ndarray, *, progress: bool = False, with_quality: bool = True,
             **params: Any) -> dict[str, Any]:
     """Encode + decode ``data`` once; return one RD point in the results schema's keys."""
-    video = data.ndim == 4 and data.shape[-1] == 3 and codec not in ("png", "webp", "jpeg", "jpegxl")
+    video = data.ndim == 4 and data.shape[-1] == 3 and codec not in ("png", "webp", "jpeg", "jpegxl", "avif")
     with PeakMemory() as mem_enc:
         t0 = time.perf_counter()
         blob = encode(data, codec=codec, progress=progress, **params)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SUITES: tuple[str, ...] = ("video", "lossless", "image", "sr", "kvb", "entropy", "startup")
+SUITES: tuple[str, ...] = ("video", "lossless", "image", "sr", "kvb", "entropy", "startup", "perf")
 
 
 def load(suite: str) -> ModuleType:

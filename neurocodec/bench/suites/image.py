@@ -1,11 +1,24 @@
-"""Image coding on the held-out photos: ldm vs JPEG, WebP and JPEG XL.
+"""Image coding on the held-out photos: ldm (factorized ae and hyperprior) vs JPEG, WebP, JPEG XL
+and AVIF, at 1x and at 2x.
 
 Every codec goes through ``neurocodec``'s container (``Codec.encode``), so bits count the same way.
-Per RD point (mean over the photos): bpp, RGB PSNR, MS-SSIM, and ``psnr-2x-rgb``: the same file
-decoded at 2x its size (ldm renders 2x directly; classical codecs are decoded then bicubic-upsampled)
-against the bicubic-upsampled original. BD-rate (PSNR) of each codec against JPEG goes into ``extra``.
 
-    neurocodec bench image [--quick] [--codecs ldm,jpeg,webp,jpegxl] [--out DIR]
+* **1x** (results ``image/<dataset>``): per RD point (mean over the photos) bpp, RGB PSNR, MS-SSIM,
+  encode and decode time (also per megapixel); BD-rate (PSNR) of each codec against JPEG and
+  against WebP in ``extra``.
+* **2x** (results ``image/<dataset>_x2``): what a user who needs a 2x picture would otherwise do.
+  Each photo is the high-resolution reference; its bicubic 1/2 down-scale is what gets coded. The
+  classical codecs' decodes are up-scaled by bicubic (``jpeg+bicubic``) and by our LIIF upsampler
+  (``jpeg+liif``); ldm decodes its file at 2x directly. PSNR (border of 2 shaved) against the real
+  high-resolution photo, never against an up-scaled copy; bpp per *high-resolution* pixel (the
+  same bytes, counted over the picture the user gets). BD-rate against ``jpeg+bicubic``.
+
+Codecs: ``ldm`` (factorized ae, 4 qualities), ``ldm-hp`` (mean-scale hyperprior, 8 qualities;
+the shipped model, or ``--hp-weights FILE``), ``ldm-hp-refine`` (the same with
+``effort=--effort`` steps of encoder-side latent refinement: slow, so only when asked for),
+``jpeg``, ``webp``, ``jpegxl``, ``avif``.
+
+    neurocodec bench image [--quick] [--codecs ldm-hp,jpeg,webp] [--out DIR] [--no-x2]
     neurocodec bench image --data DIR [--codecs jpeg,webp]      # your photos (a folder, or files)
 
 ``--data`` takes sample photo names (results: ``image/held_out``), or image files / folders of
@@ -16,6 +29,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -24,167 +38,253 @@ from ... import datasets, metrics
 from ..results import default_results_dir, write_results
 from ._shared import centre_crop, load_photos, parser, split_names, to_rgb, torch_threads
 
-CODECS = ("ldm", "jpeg", "webp", "jpegxl")
+CODECS = ("ldm", "ldm-hp", "ldm-hp-refine", "jpeg", "webp", "jpegxl", "avif")
+DEFAULT_CODECS = ("ldm", "ldm-hp", "jpeg", "webp", "jpegxl", "avif")  # refinement is opt-in (minutes)
+NEURAL = ("ldm", "ldm-hp", "ldm-hp-refine")
 CLASSICAL_Q = {"jpeg": (5, 10, 20, 35, 50, 70, 85, 95), "webp": (5, 10, 20, 35, 50, 70, 85, 95),
-               "jpegxl": (10, 25, 40, 55, 70, 80, 90, 95)}
+               "jpegxl": (10, 25, 40, 55, 70, 80, 90, 95), "avif": (10, 25, 40, 55, 65, 75, 85, 92)}
+X2_CLASSICAL = ("jpeg", "webp")  # the 2x comparison: what a user would otherwise reach for
+KEYS = ("quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time", "encode_s_per_mpx",
+        "decode_s_per_mpx")
 
 
-def _measure(encode, decode, decode2x, img: np.ndarray) -> dict:
-    from neurocodec.codecs.ldm.image import resize
+class _Plan:
+    """How one codec of the suite encodes and decodes (at 1x and at 2x) at one quality."""
 
-    t0 = time.perf_counter()
-    blob = encode(img)
-    t1 = time.perf_counter()
-    rec = decode(blob)
-    t2 = time.perf_counter()
-    up = decode2x(blob, rec)
-    ref2x = resize(img, 2 * img.shape[0], 2 * img.shape[1])
-    return {
-        "bpp": metrics.bpp(len(blob), img.shape),
-        "psnr-rgb": metrics.psnr(rec, img),
-        "ms-ssim-rgb": metrics.ms_ssim(rec, img),
-        "psnr-2x-rgb": metrics.psnr(up, ref2x),
-        "encoding_time": t1 - t0,
-        "decoding_time": t2 - t1,
-        "_rec": rec,
-    }
+    def __init__(self, name: str, qualities: tuple, encode: Callable[[np.ndarray, Any], bytes],
+                 decode: Callable[..., np.ndarray]) -> None:
+        self.name, self.qualities, self.encode, self.decode = name, qualities, encode, decode
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = parser("image", __doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--weights", type=Path, default=None, help="ldm weights folder (default: shipped)")
-    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=None,
-                    help="results root (default: see neurocodec.bench.results.default_results_dir)")
-    ap.add_argument("--codecs", nargs="+", help="only these codecs (ldm, jpeg, webp, jpegxl; space- or comma-separated)")
-    ap.add_argument("--data", nargs="+",
-                    help="photo names, image files or folders of images (default: the held-out astronaut, coffee, chelsea)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
-    a = ap.parse_args(argv)
-    codecs = split_names(a.codecs)
-    if codecs and set(codecs) - set(CODECS):
-        ap.error(f"unknown codecs {sorted(set(codecs) - set(CODECS))}; known: {sorted(CODECS)}")
-    with torch_threads(a.threads):  # restored afterwards: the suite may run inside the caller's process
-        return _run(a, codecs)
-
-
-def _run(a: argparse.Namespace, codecs: list[str] | None) -> int:
-    names = tuple(a.data) if a.data else ("coffee",) if a.quick else datasets.HELD_OUT_PHOTOS
-    label, loaded = load_photos(names)
-    dataset = label or "held_out"
-    photos = {n: to_rgb(p) for n, p in loaded.items()}
-    if a.quick:  # CI mode: a centre 256px crop, two ldm qualities, every other classical quality
-        photos = {n: centre_crop(p, 256) for n, p in photos.items()}
-    out_dir = a.out_dir or default_results_dir(a.quick)
-    from neurocodec.codecs.ldm.image import resize
-
-    points: dict[str, list] = {}
-    recs: dict[str, dict] = {}
-    plans: dict[str, tuple] = {}
-    if not codecs or "ldm" in codecs:
-        from neurocodec.codecs.ldm.codec import QUALITIES, LDMCodec
+def _plans(a: argparse.Namespace, wanted: list[str]) -> dict[str, _Plan]:
+    plans: dict[str, _Plan] = {}
+    neural = [c for c in wanted if c in NEURAL]
+    if neural:
+        from neurocodec.codecs.ldm.codec import QUALITIES, LDMCodec, shipped_hyperprior
 
         ldm = LDMCodec(a.weights)
-        plans["ldm"] = (1, 3) if a.quick else QUALITIES
-    plans.update({k: (v[::2] if a.quick else v) for k, v in CLASSICAL_Q.items()})
-    if codecs:
-        plans = {k: v for k, v in plans.items() if k in codecs}
-    for codec, qs in plans.items():
-        points[codec] = []
-        for q in qs:
-            per = []
-            for name, img in photos.items():
-                if codec == "ldm":
-                    m = _measure(lambda x: ldm.encode(x, quality=q), ldm.decode,
-                                 lambda b, r: ldm.decode(b, scale=2.0), img)
-                else:
-                    m = _measure(lambda x: api.encode(x, codec=codec, quality=q), api.decode,
-                                 lambda b, r: resize(r, 2 * r.shape[0], 2 * r.shape[1]), img)
-                recs.setdefault(codec, {})[(name, q)] = (m.pop("_rec"), m["bpp"])
-                per.append(m)
-            points[codec].append({"quality": q, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
-                                  "per_photo": {n: p for n, p in zip(photos, per)}})
+        hp = str(a.hp_weights) if a.hp_weights else None
+        has_hp = hp is not None or shipped_hyperprior() is not None
+        if "ldm" in neural:
+            plans["ldm"] = _Plan("ldm", (1, 3) if a.quick else QUALITIES,
+                                 lambda x, q: ldm.encode(x, model="ae", quality=q),
+                                 lambda b, **o: ldm.decode(b, **o))
+        for name, effort in (("ldm-hp", 0), ("ldm-hp-refine", a.effort)):
+            if name not in neural:
+                continue
+            if not has_hp:
+                print(f"{name}: skipped (no hyperprior model is shipped; pass --hp-weights FILE)")
+                continue
+            plans[name] = _Plan(name, (2, 5) if a.quick else tuple(range(1, 9)),
+                                lambda x, q, e=effort: ldm.encode(x, model="hyperprior", weights=hp, quality=q, effort=e),
+                                lambda b, **o: ldm.decode(b, weights=hp, **o))
+    for c in wanted:
+        if c in CLASSICAL_Q:
+            try:
+                api.get_codec(c)
+            except Exception:  # noqa: BLE001 - a codec this build lacks is reported, not fatal
+                print(f"{c}: skipped (not available in this build)")
+                continue
+            qs = CLASSICAL_Q[c][::2] if a.quick else CLASSICAL_Q[c]
+            plans[c] = _Plan(c, qs, lambda x, q, c=c: api.encode(x, codec=c, quality=q), lambda b, **o: api.decode(b))
+    return plans
 
-    def curve(c: str, key: str = "psnr-rgb") -> tuple[np.ndarray, np.ndarray]:
+
+def _bd_rates(points: dict[str, list[dict]], anchor: str, key: str = "psnr-rgb") -> dict[str, float | None]:
+    """BD-rate (PSNR) of every curve against ``anchor``: both curves resampled (log-rate vs PSNR,
+    piecewise linear) at 6 PSNRs spanning their overlap, then :func:`metrics.bd_rate`."""
+    def curve(c: str) -> tuple[np.ndarray, np.ndarray]:
         return np.array([p["bpp"] for p in points[c]]), np.array([p[key] for p in points[c]])
 
     def on_grid(rate: np.ndarray, dist: np.ndarray, grid: np.ndarray) -> np.ndarray:
         order = np.argsort(dist)
         return np.exp(np.interp(grid, dist[order], np.log(rate[order])))
 
-    bd = {}
+    out: dict[str, float | None] = {}
     for c in points:
-        if "jpeg" not in points:
-            bd[c] = None  # the anchor was not run
+        if anchor not in points:
+            out[c] = None
             continue
         try:
-            # bjontegaard wants equally many points: resample both curves (log-rate vs PSNR, piecewise
-            # linear) at 6 PSNRs spanning their overlap, then take metrics.bd_rate of those
-            (ra, da), (rt, dt) = curve("jpeg"), curve(c)
+            (ra, da), (rt, dt) = curve(anchor), curve(c)
             lo, hi = max(da.min(), dt.min()), min(da.max(), dt.max())
             if hi <= lo:
                 raise ValueError(f"PSNR ranges do not overlap ({c}: {dt.min():.1f}-{dt.max():.1f} dB)")
             grid = np.linspace(lo, hi, 6)
-            bd[c] = float(metrics.bd_rate(on_grid(ra, da, grid), grid, on_grid(rt, dt, grid), grid))
-        except Exception as exc:  # curves that do not overlap have no BD-rate
-            bd[c] = None
-            print(f"no BD-rate for {c}: {exc}")
-    for c, pts in points.items():
-        keys = ("quality", "bpp", "psnr-rgb", "ms-ssim-rgb", "psnr-2x-rgb", "encoding_time", "decoding_time")
-        write_results("image", dataset, c, {k: [p[k] for p in pts] for k in keys}, quick=a.quick, out_dir=out_dir,
-                      description=f"{c} on {', '.join(photos)}; psnr-2x-rgb: decoded at 2x vs bicubic-upsampled original",
-                      extra={"bd_rate_vs_jpeg_psnr_percent": bd[c], "photos": list(photos),
-                             "per_photo": [p["per_photo"] for p in pts]})
+            out[c] = float(metrics.bd_rate(on_grid(ra, da, grid), grid, on_grid(rt, dt, grid), grid))
+        except Exception as exc:  # noqa: BLE001 - curves that do not overlap have no BD-rate
+            out[c] = None
+            print(f"no BD-rate for {c} against {anchor}: {exc}")
+    return out
 
-    print(f"{'codec':>7} {'q':>4} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'PSNR@2x':>8} {'enc s':>6} {'dec s':>6}")
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser("image", __doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--weights", type=Path, default=None, help="ldm weights folder (default: shipped)")
+    ap.add_argument("--hp-weights", type=Path, default=None,
+                    help="hyperprior model file for ldm-hp (default: the shipped one)")
+    ap.add_argument("--effort", type=int, default=20, help="latent refinement steps of ldm-hp-refine")
+    ap.add_argument("--out-dir", "--out", dest="out_dir", type=Path, default=None,
+                    help="results root (default: see neurocodec.bench.results.default_results_dir)")
+    ap.add_argument("--codecs", nargs="+", help=f"only these codecs ({', '.join(CODECS)}; space- or comma-separated)")
+    ap.add_argument("--data", nargs="+",
+                    help="photo names, image files or folders of images (default: the held-out astronaut, coffee, chelsea)")
+    ap.add_argument("--no-x2", action="store_true", help="skip the 2x comparison")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
+    a = ap.parse_args(argv)
+    codecs = split_names(a.codecs)
+    if codecs and set(codecs) - set(CODECS):
+        ap.error(f"unknown codecs {sorted(set(codecs) - set(CODECS))}; known: {sorted(CODECS)}")
+    with torch_threads(a.threads):  # restored afterwards: the suite may run inside the caller's process
+        return _run(a, list(codecs or DEFAULT_CODECS))
+
+
+def _run(a: argparse.Namespace, codecs: list[str]) -> int:
+    names = tuple(a.data) if a.data else ("coffee",) if a.quick else datasets.HELD_OUT_PHOTOS
+    label, loaded = load_photos(names)
+    dataset = label or "held_out"
+    photos = {n: to_rgb(p) for n, p in loaded.items()}
+    if a.quick:  # CI mode: a centre 256px crop, two qualities per neural codec, every other classical one
+        photos = {n: centre_crop(p, 256) for n, p in photos.items()}
+    out_dir = a.out_dir or default_results_dir(a.quick)
+    plans = _plans(a, codecs)
+
+    points: dict[str, list] = {}
+    recs: dict[str, dict] = {}
+    for codec, plan in plans.items():
+        points[codec] = []
+        for q in plan.qualities:
+            per = []
+            for name, img in photos.items():
+                t0 = time.perf_counter()
+                blob = plan.encode(img, q)
+                t1 = time.perf_counter()
+                rec = plan.decode(blob)
+                t2 = time.perf_counter()
+                mpx = img.shape[0] * img.shape[1] / 1e6
+                per.append({"bpp": metrics.bpp(len(blob), img.shape), "psnr-rgb": metrics.psnr(rec, img),
+                            "ms-ssim-rgb": metrics.ms_ssim(rec, img), "encoding_time": t1 - t0,
+                            "decoding_time": t2 - t1, "encode_s_per_mpx": (t1 - t0) / mpx,
+                            "decode_s_per_mpx": (t2 - t1) / mpx})
+                recs.setdefault(codec, {})[(name, q)] = (rec, per[-1]["bpp"])
+            points[codec].append({"quality": q, **{k: float(np.mean([p[k] for p in per])) for k in per[0]},
+                                  "per_photo": {n: p for n, p in zip(photos, per)}})
+
+    bd_jpeg, bd_webp = _bd_rates(points, "jpeg"), _bd_rates(points, "webp")
+    for c, pts in points.items():
+        write_results("image", dataset, c, {k: [p[k] for p in pts] for k in KEYS}, quick=a.quick, out_dir=out_dir,
+                      description=f"{c} on {', '.join(photos)} at 1x",
+                      extra={"bd_rate_vs_jpeg_psnr_percent": bd_jpeg[c], "bd_rate_vs_webp_psnr_percent": bd_webp[c],
+                             "photos": list(photos), "per_photo": [p["per_photo"] for p in pts]})
+
+    print(f"{'codec':>14} {'q':>4} {'bpp':>7} {'PSNR':>7} {'MS-SSIM':>8} {'enc s/Mpx':>9} {'dec s/Mpx':>9}")
     for c, pts in points.items():
         for p in pts:
-            print(f"{c:>7} {p['quality']:>4} {p['bpp']:7.3f} {p['psnr-rgb']:7.2f} {p['ms-ssim-rgb']:8.4f} "
-                  f"{p['psnr-2x-rgb']:8.2f} {p['encoding_time']:6.2f} {p['decoding_time']:6.2f}")
+            print(f"{c:>14} {p['quality']:>4} {p['bpp']:7.3f} {p['psnr-rgb']:7.2f} {p['ms-ssim-rgb']:8.4f} "
+                  f"{p['encode_s_per_mpx']:9.2f} {p['decode_s_per_mpx']:9.2f}")
     print(f"results: {out_dir / 'image' / dataset}")
-    print("BD-rate vs JPEG (PSNR): " + ", ".join(f"{c} {v:+.1f}%" if v is not None else f"{c} n/a" for c, v in bd.items()))
+    for anchor, bd in (("JPEG", bd_jpeg), ("WebP", bd_webp)):
+        print(f"BD-rate vs {anchor} (PSNR): "
+              + ", ".join(f"{c} {v:+.1f}%" if v is not None else f"{c} n/a" for c, v in bd.items()))
 
-    if a.quick:
-        return 0
+    x2_points = {} if a.no_x2 else _run_x2(a, plans, photos, dataset, out_dir)
+    if not a.quick:
+        _figures(points, x2_points, recs, photos, dataset, out_dir)
+    return 0
+
+
+def _run_x2(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np.ndarray], dataset: str,
+            out_dir: Path) -> dict[str, list]:
+    """The 2x comparison (see the module docstring)."""
+    from neurocodec.codecs.ldm import api as ldm_api
+    from neurocodec.codecs.ldm.image import resize
+
+    from .sr import make_pair, scores
+
+    pairs = {n: make_pair(p, 2.0) for n, p in photos.items()}
+    rows: dict[str, list[dict]] = {}
+    order = [c for c in plans if c in NEURAL] + [c for c in X2_CLASSICAL if c in plans]
+    for codec in order:
+        plan = plans[codec]
+        qs = plan.qualities
+        variants = (codec,) if codec in NEURAL else (f"{codec}+bicubic", f"{codec}+liif")
+        for q in qs:
+            per: dict[str, list[dict]] = {v: [] for v in variants}
+            for name, (hr, lr) in pairs.items():
+                blob = plan.encode(lr, q)
+                bpp = 8.0 * len(blob) / (hr.shape[0] * hr.shape[1])
+                if codec in NEURAL:
+                    outs = {codec: plan.decode(blob, scale=2.0)}
+                else:
+                    rec = plan.decode(blob)
+                    outs = {f"{codec}+bicubic": resize(rec, hr.shape[0], hr.shape[1]),
+                            f"{codec}+liif": ldm_api.upsample(rec, size=(hr.shape[1], hr.shape[0]), method="liif",
+                                                              device="cpu")}
+                for v, up in outs.items():
+                    psnr, ssim, _ = scores(up, hr, 2.0)
+                    per[v].append({"bpp": bpp, "psnr-rgb": psnr, "ssim-rgb": ssim})
+            for v, ps in per.items():
+                rows.setdefault(v, []).append({"quality": q, **{k: float(np.mean([p[k] for p in ps])) for k in ps[0]},
+                                               "per_photo": dict(zip(pairs, ps))})
+    bd = _bd_rates(rows, "jpeg+bicubic")
+    ds = f"{dataset}_x2"
+    for v, pts in rows.items():
+        write_results("image", ds, v, {k: [p[k] for p in pts] for k in ("quality", "bpp", "psnr-rgb", "ssim-rgb")},
+                      quick=a.quick, out_dir=out_dir,
+                      description=f"{v}: the bicubic 1/2 down-scale of {', '.join(photos)} coded, shown at 2x, "
+                                  "scored against the real photo (PSNR with a 2-pixel border shaved); "
+                                  "bpp per high-resolution pixel",
+                      extra={"bd_rate_vs_jpeg_bicubic_psnr_percent": bd[v], "photos": list(photos),
+                             "per_photo": [p["per_photo"] for p in pts]})
+    print(f"2x: {'row':>14} {'q':>4} {'bpp(HR)':>8} {'PSNR':>7}")
+    for v, pts in rows.items():
+        for p in pts:
+            print(f"2x: {v:>14} {p['quality']:>4} {p['bpp']:8.3f} {p['psnr-rgb']:7.2f}")
+    print("2x BD-rate vs jpeg+bicubic (PSNR): "
+          + ", ".join(f"{c} {v:+.1f}%" if v is not None else f"{c} n/a" for c, v in bd.items()))
+    return rows
+
+
+def _figures(points: dict[str, list], x2_points: dict[str, list], recs: dict, photos: dict[str, np.ndarray],
+             dataset: str, out_dir: Path) -> None:
     name = "coffee" if "coffee" in photos else next(iter(photos))
     img = photos[name]
-    if "ldm" in recs and min(img.shape[:2]) >= 128:  # 128px crops: ldm beside its nearest classical points
-        from neurocodec.io import write_image
+    neural = next((c for c in ("ldm-hp", "ldm") if c in recs), None)
+    if neural and min(img.shape[:2]) >= 128:  # 128px crops: the neural codec beside its nearest classical points
+        from ..plot import write_crop_strip
 
-        pics = out_dir / "image" / "crops"
-        pics.mkdir(parents=True, exist_ok=True)
         y, x = img.shape[0] // 2 - 64, img.shape[1] // 2 - 64
-        for q in QUALITIES:
-            rec, bpp_ldm = recs["ldm"][(name, q)]
-            row, label = [img, rec], [f"ldm q{q} {bpp_ldm:.2f}bpp"]
-            for c in [c for c in ("jpeg", "webp", "jpegxl") if c in recs]:  # the classical point nearest in bpp
-                best = min(((k, v) for k, v in recs[c].items() if k[0] == name), key=lambda kv: abs(kv[1][1] - bpp_ldm))
+        psnr_of = {(c, n, p["quality"]): p["per_photo"][n]["psnr-rgb"] for c, pts in points.items()
+                   for p in pts for n in p["per_photo"]}
+        for q in sorted({k[1] for k in recs[neural] if k[0] == name}):
+            rec, bpp_n = recs[neural][(name, q)]
+            row = [img, rec]
+            captions = [{"name": "original", "note": f"{name}, 128x128 crop"},
+                        {"name": neural, "setting": f"q{q}", "bpp": bpp_n, "psnr": psnr_of[(neural, name, q)]}]
+            for c in [c for c in ("jpeg", "webp", "jpegxl", "avif") if c in recs]:  # the point nearest in bpp
+                best = min(((k, v) for k, v in recs[c].items() if k[0] == name), key=lambda kv: abs(kv[1][1] - bpp_n))
                 row.append(best[1][0])
-                label.append(f"{c} q{best[0][1]} {best[1][1]:.2f}bpp")
-            strip = np.concatenate([r[y : y + 128, x : x + 128] for r in row], axis=1)
-            write_image(pics / f"{name}_ldm_q{q}_orig_ldm_jpeg_webp_jpegxl.png", strip)
-            print(f"crop q{q}: original | " + " | ".join(label))
+                captions.append({"name": c, "setting": f"q{best[0][1]}", "bpp": best[1][1],
+                                 "psnr": psnr_of[(c, name, best[0][1])]})
+            path = write_crop_strip(out_dir / "image" / "crops", f"{name}_{neural}_q{q}_vs_classical",
+                                    [r[y : y + 128, x : x + 128] for r in row], captions,
+                                    title=f"image {dataset}: {name}, centre crop; bpp and PSNR of the whole photo; "
+                                          f"each classical codec at its setting nearest {neural}'s bpp")
+            print(f"crop q{q}: {path}")
     try:
-        import matplotlib
+        from ..plot import rd_figure, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-        for c in points:
-            ax[0].plot(*curve(c), "o-", label=c)
-            ax[1].plot(*curve(c, "psnr-2x-rgb"), "o-", label=c)
-        ax[0].set(title="held-out photos" if dataset == "held_out" else dataset, xlabel="bpp", ylabel="RGB PSNR (dB)")
-        ax[1].set(title="decoded at 2x vs bicubic-2x original", xlabel="bpp")
-        for x_ in ax:
-            x_.legend()
-            x_.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / "image" / f"rd_{dataset}.png", dpi=90)
-        plt.close(fig)
+        docs = {c: {"results": {k: [p[k] for p in pts] for k in ("bpp", "psnr-rgb", "ms-ssim-rgb")}}
+                for c, pts in points.items()}
+        panels = [(docs, "bpp", y, None) for y in ("psnr-rgb", "ms-ssim-rgb")]
+        if x2_points:
+            x2 = {c: {"results": {k: [p[k] for p in pts] for k in ("bpp", "psnr-rgb")}} for c, pts in x2_points.items()}
+            panels.append((x2, "bpp", "psnr-rgb", "2x: coded at 1/2, scored against the photo (bpp per 2x pixel)"))
+        fig = rd_figure(panels, title="image: held-out photos" if dataset == "held_out" else f"image: {dataset}")
+        save_figure(fig, out_dir / "image" / f"rd_{dataset}.png", dpi=100)
     except ImportError:
         pass
-    return 0
 
 
 if __name__ == "__main__":

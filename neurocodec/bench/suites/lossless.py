@@ -12,9 +12,19 @@ and bz2 compress the raw bytes of the whole test set. Also: the model's theoreti
 conditionals over full re-evaluation per pixel at D = 784 (their tables must be identical).
 Writes <results>/lossless/mnist_5k/<codec>.json and prints a table.
 
+Held-out photos (``datasets.HELD_OUT_PHOTOS``, never trained on): pc with ``model="natural"`` (row
+``pc``) and ``model="photo"`` (row ``pc-photo``, the shipped default for photos) against PNG, WebP
+and JPEG-XL, one file per image; per photo: bpd of the file, encode/decode megapixels per second
+(wall clock and process CPU time, one thread), in ``<results>/lossless/photos_heldout/<row>.json``.
+``--no-mnist`` runs only this part.
+
+``--simple``: simple content (flat, ramps, gradients, synthetic and screen-like images, noise) with
+pc-photo against PNG and WebP, one file per image, the ratio to PNG per image, in
+``<results>/lossless/simple/<row>.json``; runs instead of MNIST and the photos.
+
 ``--data`` (image files or folders of images) replaces MNIST and the held-out photos by those
-images: pc (``model="natural"``), PNG, WebP and JPEG-XL, one file per image, written to
-``<results>/lossless/<folder name>/<codec>.json`` (``--quick``: 128x128 centre crops).
+images: the same rows, one file per image, written to ``<results>/lossless/<folder name>/<row>.json``
+(``--quick``: 128x128 centre crops).
 """
 from __future__ import annotations
 
@@ -33,7 +43,10 @@ from ...errors import NeurocodecError
 from ..results import default_results_dir, write_results
 from ._shared import centre_crop, load_photos, parser, split_names
 
-CODECS = ("pc", "png", "webp", "jpegxl", "lzma", "bz2")
+CODECS = ("pc", "pc-photo", "png", "webp", "jpegxl", "lzma", "bz2")
+#: rows of the photo comparison: (row name, codec, params)
+PHOTO_ROWS = (("pc", "pc", {"model": "natural"}), ("pc-photo", "pc", {"model": "photo"}), ("png", "png", {}),
+              ("webp", "webp", {}), ("jpegxl", "jpegxl", {}))
 
 PAPER = {"pc_paper_coded_bpd": 1.24, "hclt_paper_theoretical_bpd": 1.20,
          "note": "Liu et al. ICLR 2022 (MNIST, 60k train images, M=32); ours trains on 4,000"}
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codecs", nargs="+", help=f"only these (space- or comma-separated; default {','.join(CODECS)})")
     ap.add_argument("--data", nargs="+", help="image files or folders of images (default: MNIST-5k and the held-out photos)")
     ap.add_argument("--no-photos", action="store_true", help="skip the held-out photo comparison")
+    ap.add_argument("--no-mnist", action="store_true", help="only the held-out photo comparison")
+    ap.add_argument("--simple", action="store_true", help="only simple content: pc-photo against PNG and WebP")
     args = ap.parse_args(argv)
     args.codecs = split_names(args.codecs) or list(CODECS)
     if set(args.codecs) - set(CODECS):
@@ -99,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = photos(args.quick, args.codecs, {"quick": args.quick, "out_dir": args.out}, imgs, label or "photos")
         _print_photos(rows, f"{', '.join(imgs)} ({'128x128 centre crops' if args.quick else 'full'}), one file per image")
         print(f"results: {args.out}/lossless/{label or 'photos'}", file=sys.stderr)
+        return 0
+    if args.simple:
+        simple(args.codecs, {"quick": args.quick, "out_dir": args.out})
+        return 0
+    if args.no_mnist:
+        what = "128x128 centre crops" if args.quick else "full"
+        rows_p = photos(args.quick, args.codecs, {"quick": args.quick, "out_dir": args.out})
+        _print_photos(rows_p, f"held-out photos {', '.join(datasets.HELD_OUT_PHOTOS)} ({what}), one file per image")
         return 0
     _, (x_test, _) = datasets.mnist_5k_split()
     x = x_test[:50] if args.quick else x_test
@@ -134,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "encode_images_per_s": [n / t_enc], "decode_images_per_s": [n / t_dec],
             "encode_images_per_s_per_image_files": [n / e1], "decode_images_per_s_per_image_files": [n / d1],
         }, description=f"pc model=mnist (HCLT M={circ.num_states}, hash {model.short_digest}) on {n} test images; "
-                       "bpd = one .ncx holding the batch; times per image", extra={
+                       "bpd = one .ncx holding the batch, bpd_per_image_files = one .ncx per image; times per image", extra={
             "paper": PAPER, "conditional_speedup": sp, "file_bytes": len(blob), "images": n,
             "model_info": {k: thaw(v) for k, v in model.info.items() if k != "history"}}, **common)
         print(f"pc: theoretical {theo:.4f} bpd; conditionals: "
@@ -187,17 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_photos(rows: list[tuple[str, float, float, float, float]], title: str) -> None:
+def _print_photos(rows: list[tuple], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'codec':<16} {'bpd':>7} {'payload':>8} {'enc s':>8} {'dec s':>8}")
-    for name, bpd, pay, e, d in rows:
-        print(f"{name:<16} {bpd:>7.3f} {pay:>8.3f} {e:>8.2f} {d:>8.2f}")
+    print(f"{'codec':<10} {'bpd':>7} {'payload':>8} {'enc s':>8} {'dec s':>8}   per image: bpd, enc/dec Mpx/s (wall)")
+    for name, bpd, pay, e, d, per in rows:
+        each = ", ".join(f"{n} {b:.3f} {pe:.2f}/{pd:.2f}" for n, b, pe, pd in per)
+        print(f"{name:<10} {bpd:>7.3f} {pay:>8.3f} {e:>8.2f} {d:>8.2f}   {each}")
 
 
 def photos(quick: bool, codecs: list[str], common: dict, images: dict[str, np.ndarray] | None = None,
-           dataset: str = "photos_heldout") -> list[tuple[str, float, float, float, float]]:
-    """The photos no model trained on (or the user's ``images``): pc (model="natural", 8x8
-    patches) against the classical codecs, one file per image."""
+           dataset: str = "photos_heldout") -> list[tuple]:
+    """The photos no model trained on (or the user's ``images``): the rows of :data:`PHOTO_ROWS`,
+    one file per image; per image its bpd and encode/decode megapixels per second."""
     if images is None:
         images = {name: datasets.load(name) for name in datasets.HELD_OUT_PHOTOS}
     # quick: the 128x128 centre crop (the held-out photos are all larger, so this is their old crop)
@@ -205,27 +229,91 @@ def photos(quick: bool, codecs: list[str], common: dict, images: dict[str, np.nd
     names = list(images)
     px = sum(im.size for im in imgs)
     rows = []
-    for codec, params in (("pc", {"model": "natural"}), ("png", {}), ("webp", {}), ("jpegxl", {})):
-        if codec not in codecs:
+    for row, codec, params in PHOTO_ROWS:
+        if row not in codecs:
             continue
+        api.decode(api.encode(imgs[0][:8, :8], codec=codec, **params))  # warm-up: JIT caches, model load
         total, payload, e, d = 0, 0, 0.0, 0.0
+        per: dict[str, list] = {k: [] for k in ("bpd", "encode_mpx_per_s", "decode_mpx_per_s",
+                                                 "encode_mpx_per_cpu_s", "decode_mpx_per_cpu_s")}
         for im in imgs:
-            t = time.perf_counter()
+            mpx = im.shape[0] * im.shape[1] / 1e6
+            t, c = time.perf_counter(), time.process_time()
             blob = api.encode(im, codec=codec, **params)
-            e += time.perf_counter() - t
-            t = time.perf_counter()
-            if not np.array_equal(api.decode(blob), im):
+            te, ce = time.perf_counter() - t, time.process_time() - c
+            t, c = time.perf_counter(), time.process_time()
+            back = api.decode(blob)
+            td, cd = time.perf_counter() - t, time.process_time() - c
+            if not np.array_equal(back, im):
                 raise NeurocodecError(f"{codec}: photo round trip failed")
-            d += time.perf_counter() - t
+            e, d = e + te, d + td
             total += len(blob)
             payload += sum(len(v) for v in ncx.unpack(blob).sections.values())
-        rows.append((codec, _bpd(total, px), _bpd(payload, px), e, d))
-        write_results("lossless", dataset, codec, {
+            per["bpd"].append(_bpd(len(blob), im.size))
+            for key, sec in (("encode_mpx_per_s", te), ("decode_mpx_per_s", td), ("encode_mpx_per_cpu_s", ce),
+                             ("decode_mpx_per_cpu_s", cd)):
+                per[key].append(mpx / max(sec, 1e-9))
+        rows.append((row, _bpd(total, px), _bpd(payload, px), e, d,
+                     list(zip(names, per["bpd"], per["encode_mpx_per_s"], per["decode_mpx_per_s"]))))
+        write_results("lossless", dataset, row, {
             "bpd": [_bpd(total, px)], "bpd_payload": [_bpd(payload, px)], "encoding_time": [e / len(imgs)],
             "decoding_time": [d / len(imgs)]},
-            description=f"{codec} on {', '.join(names)}"
+            description=f"{codec} {params or ''} on {', '.join(names)}"
                         f"{' (128x128 centre crops)' if quick else ''}, one .ncx per image; bpd over all subpixels",
-            extra={"params": params}, **common)
+            extra={"params": params, "images": names, "per_image": per}, **common)
+    return rows
+
+
+def simple_images() -> dict[str, np.ndarray]:
+    """Flat, ramp, gradient, synthetic and screen-like images (deterministic), and noise."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:256]
+    screen = np.full((240, 320, 3), 240, np.uint8)
+    screen[20:60, 10:300] = (30, 60, 200)
+    screen[80:200, 40:140] = 255
+    for r in range(90, 190, 12):
+        screen[r:r + 2, 50:130] = 0  # "text lines"
+    screen[100:220, 170:310] = (200, 120, 40)
+    return {
+        "flat_64x64_rgb": np.full((64, 64, 3), 200, np.uint8), "flat_64x64_grey": np.full((64, 64), 17, np.uint8),
+        "ramp_1x1000": (np.arange(1000) % 256).astype(np.uint8)[None],
+        "hramp_256_rgb": np.repeat(xx[..., None], 3, -1).astype(np.uint8),
+        "gradient_256": ((xx + yy) // 2).astype(np.uint8),
+        "chessboard": datasets.load("chessboard_GRAY"), "text": datasets.load("text"),
+        "page": datasets.load("page"), "logo_rgb": np.ascontiguousarray(datasets.load("logo")[..., :3]),
+        "screen_240x320": screen,
+        "noise_64x64_rgb": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+    }
+
+
+def simple(codecs: list[str], common: dict) -> list[tuple]:
+    """pc-photo against PNG and WebP on :func:`simple_images`, one file per image (the goal: at most
+    10 % above PNG)."""
+    imgs = simple_images()
+    rows = [r for r in (("pc-photo", "pc", {"model": "photo"}), ("png", "png", {}), ("webp", "webp", {}))
+            if r[0] in codecs]
+    sizes: dict[str, dict[str, int]] = {}
+    for row, codec, params in rows:
+        sizes[row] = {}
+        for name, im in imgs.items():
+            blob = api.encode(im, codec=codec, **params)
+            if not np.array_equal(api.decode(blob), im):
+                raise NeurocodecError(f"{codec}: round trip failed on {name}")
+            sizes[row][name] = len(blob)
+    print(f"\nsimple content, one file per image: bpd ({', '.join(sizes)}) and file size / PNG")
+    for name, im in imgs.items():
+        each = "  ".join(f"{row} {_bpd(sizes[row][name], im.size):7.3f}" for row in sizes)
+        ratio = f"{sizes['pc-photo'][name] / sizes['png'][name]:.2f}" if {"pc-photo", "png"} <= set(sizes) else ""
+        print(f"{name:<18} {str(im.shape):<14} {each}  {ratio}")
+    for row, codec, params in rows:
+        per = {n: _bpd(b, imgs[n].size) for n, b in sizes[row].items()}
+        extra = {"params": params, "images": {n: list(im.shape) for n, im in imgs.items()}, "bpd_per_image": per,
+                 "bytes_per_image": sizes[row]}
+        if row != "png" and "png" in sizes:
+            extra["size_over_png"] = {n: sizes[row][n] / sizes["png"][n] for n in imgs}
+        write_results("lossless", "simple", row, {"bpd": [float(np.mean(list(per.values())))]},
+                      description=f"{codec} {params or ''} on simple content (mean bpd over the images; "
+                                  "per image in bpd_per_image), one .ncx per image", extra=extra, **common)
     return rows
 
 

@@ -190,40 +190,33 @@ def _run(a: argparse.Namespace) -> int:
     # ---- sample crops and a plot (full mode only: CI does not need pictures)
     print(f"results: {out_dir / 'sr'}")
     if not a.quick:
-        from neurocodec.io import write_image
+        from ..plot import rd_figure, save_figure, write_crop_strip
 
         pics = out_dir / "sr" / "crops"
-        pics.mkdir(parents=True, exist_ok=True)
         for s, d in samples.items():
-            row = [d[k] for k in ("hr", "bicubic", "liif", "diffusion") if k in d]
-            n = min(r.shape[0] for r in row), min(r.shape[1] for r in row)
-            strip = np.concatenate([r[: n[0], : n[1]] for r in row], axis=1)
-            write_image(pics / f"{sample_name}_x{s:g}_hr_bicubic_liif_diffusion.png", strip)
+            names = [k for k in ("hr", "bicubic", "liif", "diffusion") if k in d]
+            n = min(d[k].shape[0] for k in names), min(d[k].shape[1] for k in names)
+            tiles = [d[k][: n[0], : n[1]] for k in names]
+            captions = [{"name": "original (HR)", "note": f"{n[1]}x{n[0]}"} if k == "hr" else
+                        {"name": k, "setting": f"x{s:g}", "psnr": float(metrics.psnr(tiles[0], t)),
+                         **({"note": f"seed 0, {steps} steps"} if k == "diffusion" else {})}
+                        for k, t in zip(names, tiles)]
+            write_crop_strip(pics, f"{sample_name}_x{s:g}_hr_bicubic_liif_diffusion", tiles, captions,
+                             title=f"sr: {sample_name}, {a.crop}px centre crop down-scaled by {s:g} and upscaled back; "
+                                   "PSNR of each tile against the HR tile (no shave)")
         # the same latent model, unconditional: what `neurocodec generate --size 128x128 --seed N` draws
         gens = [api.generate(128, 128, seed=seed, steps=20, weights_dir=a.weights) for seed in range(4)]
-        write_image(pics / "generate_128x128_seeds0-3.png", np.concatenate(gens, axis=1))
+        write_crop_strip(pics, "generate_128x128_seeds0-3", gens,
+                         [{"name": "generate", "setting": f"seed {seed}"} for seed in range(4)],
+                         title="ldm generate 128x128, 20 DDIM steps (neurocodec generate --size 128x128 --seed N)")
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-            order = np.argsort(scales)
-            for m in full:
-                ax[0].plot(np.array(scales)[order], np.array(full[m]["psnr-rgb"])[order], "o-", label=m)
-            ax[0].set(title="held-out photos", xlabel="scale", ylabel="PSNR (dB)")
-            ds = np.array(cres["diffusion"]["scale"])
-            o2 = np.argsort(ds)
-            for m in cres:
-                ax[1].errorbar(ds[o2], np.array(cres[m]["psnr-rgb"])[o2], yerr=np.array(cres[m]["psnr-rgb-std"])[o2],
-                               fmt="o-", label=m)
-            ax[1].set(title=f"centre {a.crop}px crops", xlabel="scale")
-            for x in ax:
-                x.legend()
-                x.grid(alpha=0.3)
-            fig.tight_layout()
-            fig.savefig(out_dir / "sr" / "psnr_vs_scale.png", dpi=90)
+            keys = ("scale", "psnr-rgb", "psnr-rgb-std")
+            full_docs = {m: {"results": {k: v for k, v in full[m].items() if k in keys}} for m in full}
+            crop_docs = {m: {"results": {k: v for k, v in cres[m].items() if k in keys}} for m in cres}
+            fig = rd_figure([(full_docs, "scale", "psnr-rgb", "held-out photos" if label is None else dataset),
+                             (crop_docs, "scale", "psnr-rgb", f"centre {a.crop}px crops (diffusion: mean, std over seeds)")],
+                            title="arbitrary-scale super-resolution", yerr={"psnr-rgb": "psnr-rgb-std"})
+            save_figure(fig, out_dir / "sr" / "psnr_vs_scale.png", dpi=100)
         except ImportError:
             print("matplotlib missing: no plot", file=sys.stderr)
     return 0

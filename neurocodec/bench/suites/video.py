@@ -219,26 +219,14 @@ def _overlapping_window(pts: list[dict], test_psnr: list[float]) -> list[dict]:
 
 
 def plot(dataset: str, curves: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
+    """PSNR and MS-SSIM against bpp, drawn the way every committed figure is (bench.plot)."""
+    from ..plot import rd_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, pts in curves.items():
-        pts = sorted(pts, key=lambda p: p["bpp"])
-        for ax, key in zip(axes, ("psnr-rgb", "ms-ssim-rgb")):
-            ax.plot([p["bpp"] for p in pts], [p[key] for p in pts], "o-", label=name)
-    for ax, key in zip(axes, ("PSNR-RGB (dB)", "MS-SSIM-RGB")):
-        ax.set_xlabel("bpp (whole file)")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(dataset)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    keys = ("bpp", "psnr-rgb", "psnr-yuv", "ms-ssim-rgb")
+    docs = {name: {"results": {k: [p.get(k) for p in pts] for k in keys if all(k in p for p in pts)}}
+            for name, pts in curves.items() if pts}
+    ys = [y for y in keys[1:] if any(y in d["results"] for d in docs.values())]
+    save_figure(rd_figure([(docs, "bpp", y, None) for y in ys], title=f"video: {dataset}"), path, dpi=100)
 
 
 # ------------------------------------------------------------------------------------ main

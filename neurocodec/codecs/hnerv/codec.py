@@ -99,42 +99,73 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def decode_work(arch: Arch, frames: int | None = None) -> int:
+    """Multiply-adds the decoder runs for ``frames`` frames (all by default): stem, every
+    conv + pixel-shuffle stage at its input resolution, and the 3x3 head at the padded frame size.
+    Why: the work of a decode follows from the header's architecture, not from the output size
+    alone (a 16x16 clip may name a decoder of 2**27 weights), so the schema bounds it separately."""
+    widths = arch.widths()
+    h0, w0 = arch.grid
+    if arch.kind == "hnerv":
+        n = arch.embed_ch * widths[0] * h0 * w0
+    else:
+        dims = [2 * arch.pe_levels] + ([arch.mlp_hidden] if arch.mlp_hidden else []) + [widths[0] * h0 * w0]
+        n = sum(a * b for a, b in zip(dims, dims[1:]))
+    positions = h0 * w0
+    for i, s in enumerate(arch.strides):
+        k = arch.kernel(i)
+        n += widths[i] * widths[i + 1] * s * s * k * k * positions
+        positions *= s * s
+    n += widths[-1] * 3 * 9 * positions
+    return n * (arch.frames if frames is None else frames)
+
+
+def _header_arch(h: dict) -> tuple[Arch, Any, Any]:
+    """(arch, wbits, ebits) of a header whose shape the schema has checked: version 3's compact
+    ``a`` or versions 1-2's ``arch`` object; a :class:`CorruptStreamError` otherwise."""
+    T, H, W = h["shape"][:3]
+    if "a" in h:  # version 3
+        return Arch.from_compact(h["a"], T, H, W)
+    if not isinstance(h.get("arch"), dict):
+        raise CorruptStreamError("header has no architecture")
+    arch = Arch.from_dict(h["arch"])
+    if [arch.frames, arch.height, arch.width] != [T, H, W]:
+        raise CorruptStreamError(f"header shape {h['shape']} does not match the architecture")
+    return arch, h.get("wbits"), h.get("ebits")
+
+
+def _arch_check(h: dict, sections: Mapping[str, bytes]) -> str | None:
+    if h["shape"][3] != 3:
+        return f"shape {h['shape']} is not [frames, height, width, 3]"
+    _, wbits, ebits = _header_arch(h)  # raises, naming what is wrong
+    if not (_is_int(wbits) and 2 <= wbits <= 16 and _is_int(ebits) and 2 <= ebits <= 16):
+        return "bad quantization bit depths"
+    return None
+
+
 def _schema(name: str) -> Schema:
-    """The shared header schema (:mod:`neurocodec.schema`): the fields every version has, and the
-    decoded size (frames x height x width x 3) checked against the ``max_values`` limit."""
+    """The header schema (:mod:`neurocodec.schema`) of every version: the shared fields, the
+    architecture (parsed and range-checked), the decoded size (frames x height x width x 3)
+    against ``max_values`` and the decoder's multiply-adds (:func:`decode_work`) against ``max_work``."""
     return Schema(name, fields={"shape": Field("ints", length=4, lo=1, hi=1 << 20),
                                 "dtype": Field("str", choices=("uint8",), required=False),
                                 "fps": Field("float", lo=1e-3, hi=1000, required=False)},
-                  decoded=lambda h: math.prod(h["shape"]))
+                  checks=(_arch_check,),
+                  decoded=lambda h: math.prod(h["shape"]),
+                  work=lambda h: decode_work(_header_arch(h)[0]))
 
 
 SCHEMAS = {"hnerv": _schema("hnerv"), "nerv": _schema("nerv")}
 
 
-def check_header(header: Any, name: str = "hnerv", max_values: int | None = None) -> tuple[Arch, int, int]:
+def check_header(header: Any, name: str = "hnerv", max_values: int | None = None,
+                 max_work: int | None = None) -> tuple[Arch, int, int]:
     """Validate an hnerv/nerv header of any version before anything is decoded: ``(arch, wbits,
-    ebits)``, or a :class:`CorruptStreamError` naming the bad field (an honest but huge claim: an
-    :class:`InputError` from the schema's size limit)."""
-    SCHEMAS.get(name, SCHEMAS["hnerv"]).check(header, None, max_values=max_values)
-    shape = header.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 4 and all(_is_int(v) for v in shape) and shape[3] == 3
-            and all(1 <= v <= 1 << 20 for v in shape)):
-        raise CorruptStreamError(f"header shape {str(shape)[:40]} is not [frames, height, width, 3]")
-    if header.get("dtype", "uint8") != "uint8":
-        raise CorruptStreamError(f"header dtype {str(header.get('dtype'))[:20]!r} is not uint8")
-    fps = header.get("fps", 25.0)
-    if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and 0 < fps <= 1000):
-        raise CorruptStreamError(f"header fps {str(fps)[:20]} is out of range")
-    T, H, W = shape[:3]
-    if "a" in header:  # version 3
-        arch, wbits, ebits = Arch.from_compact(header["a"], T, H, W)
-    else:  # versions 1 and 2
-        if not isinstance(header.get("arch"), dict):
-            raise CorruptStreamError("header has no architecture")
-        arch = Arch.from_dict(header["arch"])
-        wbits, ebits = header.get("wbits"), header.get("ebits")
-        if [arch.frames, arch.height, arch.width] != [T, H, W]:
-            raise CorruptStreamError(f"header shape {shape} does not match the architecture")
+    ebits)``, or a :class:`CorruptStreamError` naming the bad field (an honest but huge claim, in
+    values or in decoding work: an :class:`InputError` from the schema's limits)."""
+    SCHEMAS.get(name, SCHEMAS["hnerv"]).check(header, None, max_values=max_values, max_work=max_work)
+    # shape (4 ints, 3 channels), dtype, fps and the architecture passed the schema
+    arch, wbits, ebits = _header_arch(header)
     if not (_is_int(wbits) and 2 <= wbits <= 16 and _is_int(ebits) and 2 <= ebits <= 16):
         raise CorruptStreamError("header has bad quantization bit depths")
     return arch, int(wbits), int(ebits)
@@ -407,10 +438,10 @@ def choose_precision(model: torch.nn.Module, arch: Arch, embed: np.ndarray | Non
 
 
 def read_model(header: Mapping[str, Any], sections: Mapping[str, bytes], name: str = "hnerv",
-               max_values: int | None = None) -> QuantizedModel:
+               max_values: int | None = None, max_work: int | None = None) -> QuantizedModel:
     """Rebuild the quantized model from a header and sections (the decoder side); the header is
     validated first (:func:`check_header`)."""
-    arch, wbits, ebits = check_header(header, name, max_values)
+    arch, wbits, ebits = check_header(header, name, max_values, max_work)
     for name in ("ws", "w") + (("es", "e") if arch.kind == "hnerv" else ()):
         if name not in sections:
             raise CorruptStreamError(f"stream has no '{name}' section")
@@ -564,11 +595,17 @@ class _NeuralVideoCodec(Codec):
             "sections": {k: len(v) for k, v in sections.items()}, "history": stats["history"],
         }
 
+    @classmethod
+    def schema(cls) -> Schema:
+        return SCHEMAS[cls.name]
+
     def decompress(self, header: dict, sections: Mapping[str, bytes], *, frames: tuple[int, int] | None = None,
-                   batch: int = 8, device: str = "auto", max_values: int | None = None) -> np.ndarray:
-        """Decode to uint8 ``T,H,W,3``; ``frames=(a, b)`` decodes frames a..b-1 only; ``max_values``:
-        refuse a file claiming more decoded values (see :mod:`neurocodec.schema`)."""
-        model = read_model(header, sections, self.name, max_values)
+                   batch: int = 8, device: str = "auto", max_values: int | None = None,
+                   max_work: int | None = None) -> np.ndarray:
+        """Decode to uint8 ``T,H,W,3``; ``frames=(a, b)`` decodes frames a..b-1 only; ``max_values`` /
+        ``max_work``: refuse a file claiming more decoded values / decoder multiply-adds (of the
+        whole clip; see :mod:`neurocodec.schema`)."""
+        model = read_model(header, sections, self.name, max_values, max_work)
         if model.arch.kind != self.model_kind:
             raise CorruptStreamError(f"stream holds a {model.arch.kind} model, not {self.model_kind}")
         return model.render(frames, batch=batch, device=device)

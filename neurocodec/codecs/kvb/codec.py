@@ -24,10 +24,13 @@ Stateless: built-in names and paths resolve to the cached read-only bottleneck o
 
 Validation: encode parameters and decode options are declared (:mod:`neurocodec.params`; ``model``
 may also be a :class:`KVBottleneck` object from Python), and the header is checked against
-:data:`SCHEMA` (:mod:`neurocodec.schema`) before any model is loaded or anything allocated; the
-decoded size it claims (indices, values and logits) is held to the ``max_values`` limit. A model
-*path* recorded in a header is only a hint that the decoder opens as a data file (never code) and
-accepts only if its digest is the one the header names.
+:data:`SCHEMA` (:mod:`neurocodec.schema`, through :meth:`~neurocodec.codec.Codec.check_header`)
+before any model is loaded or anything allocated; the decoded size it claims (indices, values and
+logits) is held to the ``max_values`` limit. A model *path* recorded in a header is only a hint:
+the decoder opens it only where :func:`neurocodec.weights.header_model_path` allows (a regular
+``.ncx`` file outside /proc, /sys, /dev), reads it under the model-file size limit as data (never
+code), and accepts it only if its digest is the one the header names; anything else asks for
+``model=``.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ... import weights
 from ...codec import Codec
 from ...errors import CorruptStreamError, InputError, UsageError
 from ...params import Param, bind
@@ -57,11 +61,13 @@ def builtin_models() -> list[str]:
     return sorted(MODELS)
 
 
-def resolve_model(model: Any, device: Any = "auto") -> KVBottleneck:
+def resolve_model(model: Any, device: Any = "auto", *, from_header: bool = False) -> KVBottleneck:
     """A bottleneck from an instance (returned as it is), a built-in name or a model file path.
 
     Names and paths give the shared read-only copy (cached per file digest and device): use it to
-    code and predict; to train, take your own with :meth:`KVBottleneck.load` / ``.shipped``."""
+    code and predict; to train, take your own with :meth:`KVBottleneck.load` / ``.shipped``.
+    ``from_header``: the name comes from a bitstream, not the user, so a path must pass
+    :func:`neurocodec.weights.header_model_path`."""
     if isinstance(model, KVBottleneck):
         return model
     if not isinstance(model, (str, os.PathLike)):
@@ -71,6 +77,8 @@ def resolve_model(model: Any, device: Any = "auto") -> KVBottleneck:
     text = str(model)
     if text in MODELS:
         return shared(load_shipped(text, KIND, VERSIONS), device)
+    if from_header:
+        return shared(read_model_file(weights.header_model_path(text, codec="kvb")), device)
     path = Path(text)
     if not path.is_file():
         raise UsageError(f"kvb model '{text}' is neither a built-in ({', '.join(builtin_models())}) "
@@ -141,6 +149,10 @@ class KVBCodec(Codec):
         max_values_option(),
     )
 
+    @classmethod
+    def schema(cls) -> Schema:
+        return SCHEMA
+
     def compress(self, data: Any, *, progress: bool = False, **params: Any) -> tuple[dict, dict[str, bytes]]:
         """Code ``data`` (a batch the bottleneck's encoder takes) with parameters ``model`` and
         ``mask`` (see :attr:`params`)."""
@@ -178,15 +190,16 @@ class KVBCodec(Codec):
 
         values = _bind(self.options, options, "decode option")
         model = values["model"]
-        header = SCHEMA.check(header, sections, max_values=values["max_values"])
+        # the header was checked against SCHEMA under max_values by Codec.decode, before this runs
         shape, want = header["shape"], header["bottleneck"]
-        if model is None:
+        from_header = model is None
+        if from_header:
             model = header.get("model")
             if model is None:
                 raise UsageError(
                     "this kvb stream was made with an in-memory bottleneck: pass model= (its file or object)"
                 )
-        kvb = resolve_model(model)
+        kvb = resolve_model(model, from_header=from_header)
         have = kvb.short_digest
         if have != want:
             raise InputError(

@@ -72,7 +72,7 @@ def upsample(
     dev = resolve_device(device)
     if method == "liif":
         sr, _ = _network("sr", weights_dir, dev)
-        out = sr.upsample(to_unit(rgb).to(dev), out_h, out_w, tile=tile)
+        out = sr.upsample(to_unit(rgb).to(dev), out_h, out_w, tile=tile, progress=progress)
         return merge_channels(to_uint8(out), mode, alpha)
     ae, _ = _network("ae", weights_dir, dev)
     unet, mf = _network("unet", weights_dir, dev)
@@ -90,7 +90,7 @@ def upsample(
     x0 = ddim_sample(unet, z_c / sigma, steps=int(steps), seed=seed, t_start=t_start, progress=progress)
     z = x0 * res_sigma + z_c
     ext = (gh / cond_img.shape[0], gw / cond_img.shape[1])
-    return merge_channels(to_uint8(ae.render(z, out_h, out_w, ext, tile=tile)), mode, alpha)
+    return merge_channels(to_uint8(ae.render(z, out_h, out_w, ext, tile=tile, progress=progress)), mode, alpha)
 
 
 @torch.no_grad()

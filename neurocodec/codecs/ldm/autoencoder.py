@@ -68,10 +68,12 @@ class LIIFUpsampler(nn.Module):
         return self.head.query(self.head.prepare(feat), coord, cell, hw) + bicubic_at(base, coord, hw)
 
     @torch.no_grad()
-    def upsample(self, lr: Tensor, out_h: int, out_w: int, *, tile: int | None = 256) -> Tensor:
+    def upsample(self, lr: Tensor, out_h: int, out_w: int, *, tile: int | None = 256, progress: bool = False
+                 ) -> Tensor:
         h, w = lr.shape[2:]
         ys, xs = domain_centers(out_h, 1.0, device=lr.device), domain_centers(out_w, 1.0, device=lr.device)
-        return render(self.features, self.radius, self.head, lr, ys, xs, (2 / out_h, 2 / out_w), tile=tile)
+        return render(self.features, self.radius, self.head, lr, ys, xs, (2 / out_h, 2 / out_w), tile=tile,
+                      progress=progress)
 
 
 # ------------------------------------------------------------------------------ autoencoder
@@ -127,7 +129,12 @@ class CodecAE(nn.Module):
     def features(self, z: Tensor) -> tuple[Tensor, Tensor]:
         f = self.dec_in(z)
         f = f + self.dec_body(f)
-        return f, self.to_base(f) + 0.5
+        # the 1x1 `to_base` in float64: oneDNN's float32 sums for it differ by ~2e-7 between thread
+        # counts, enough to flip a rounding of the 8-bit output; in float64 1, 2 and 4 threads agree
+        # (and agree with the float32 1-thread output the committed fixtures were made with)
+        w, b = self.to_base.weight, self.to_base.bias
+        base = F.conv2d(f.double(), w.double(), b.double()).to(f.dtype)
+        return f, base + 0.5
 
     def forward_query(self, z: Tensor, coord: Tensor, cell: Tensor) -> Tensor:
         from .liif import bicubic_at
@@ -138,13 +145,14 @@ class CodecAE(nn.Module):
 
     @torch.no_grad()
     def render(
-        self, z: Tensor, out_h: int, out_w: int, extent: tuple[float, float] = (1.0, 1.0), *, tile: int | None = 256
+        self, z: Tensor, out_h: int, out_w: int, extent: tuple[float, float] = (1.0, 1.0), *, tile: int | None = 256,
+        progress: bool = False,
     ) -> Tensor:
         """Decode latent ``z`` to an ``out_h x out_w`` image of the region ``extent`` of its domain."""
         ys = domain_centers(out_h, extent[0], device=z.device)
         xs = domain_centers(out_w, extent[1], device=z.device)
         cell = (2 * extent[0] / out_h, 2 * extent[1] / out_w)
-        return render(self.features, self.radius, self.head, z, ys, xs, cell, tile=tile)
+        return render(self.features, self.radius, self.head, z, ys, xs, cell, tile=tile, progress=progress)
 
     # -- quantization and rate
     def gains(self, q: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ from ...entropy import SequentialDecoder, SequentialEncoder, decode_symbols, enc
 from ...errors import CorruptStreamError, InputError, UsageError
 from ...runtime import resolve_device
 from ...params import Param, declared
+from ...schema import Field, Schema, check_decoded_size, max_values_option
 from ...weights import ModelFile
 from . import hpcoding
 from . import model as ldm_model
@@ -81,6 +82,8 @@ class LDMCodec(Codec):
         Param("weights", "path", None, "hyperprior model file (.ncx, from train_hyperprior --export); "
               "none = the shipped one", nullable=True),
         Param("tile", "int", 64, "ae encoder tile rows (memory bound; same bytes)", lo=8),
+        Param("effort", "int", 0, "hyperprior: steps of encoder-side latent refinement (0 = the analysis "
+              "transform's symbols; more = fewer bits for the same quality, slower encode)", lo=0, hi=2000),
     )
     options = (
         Param("scale", "float", None, "output size = scale x original (none: original size)", nullable=True),
@@ -90,7 +93,12 @@ class LDMCodec(Codec):
         Param("device", "str", "auto", "where to render: auto, cpu, cuda[:N]"),
         Param("weights", "path", None, "hyperprior model file the stream was made with (none: shipped)",
               nullable=True),
+        max_values_option(),
     )
+
+    @classmethod
+    def schema(cls) -> Schema:
+        return SCHEMA
 
     def __init__(self, weights_dir: str | Path | None = None) -> None:
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
@@ -119,7 +127,7 @@ class LDMCodec(Codec):
     @torch.no_grad()
     def compress(
         self, data: np.ndarray, *, progress: bool = False, quality: int, model: str, weights: str | None,
-        tile: int,
+        tile: int, effort: int,
     ) -> tuple[dict, dict[str, bytes], dict]:
         """``data``: ``H,W,3`` uint8 (``H,W`` grey is accepted; alpha is refused). The encoder runs
         on the CPU (see the module docstring: that keeps the bytes machine-independent)."""
@@ -127,7 +135,9 @@ class LDMCodec(Codec):
         if mode == "RGBA":
             raise InputError("the ldm codec does not code an alpha channel; drop it first")
         if model == "hyperprior":
-            return self._compress_hp(rgb, mode, quality, weights)
+            return self._compress_hp(rgb, mode, quality, weights, effort, progress)
+        if effort:
+            raise UsageError("effort (latent refinement) is a hyperprior parameter; the ae model has none")
         if quality not in QUALITIES:
             raise UsageError(f"quality must be one of {QUALITIES} for the ae model, got {quality!r}")
         _, mf = self._ae()
@@ -240,15 +250,24 @@ class LDMCodec(Codec):
         tile: int | None,
         device: str,
         weights: str | None,
+        max_values: int | None,
+        progress: bool = False,
     ) -> np.ndarray:
         """Decode at the original size, at ``scale`` x it, or at ``size=(width, height)``, rendering
-        on ``device`` (``auto``: CUDA when available)."""
+        on ``device`` (``auto``: CUDA when available). The header is held to :data:`SCHEMA` (again,
+        when :meth:`Codec.decode` already did: a direct call is as safe) and the output size chosen
+        here to ``max_values``."""
+        SCHEMA.check(header, sections, max_values=max_values)
         if size is not None:
             if len(size) != 2:
                 raise UsageError(f"size must be width,height, got {size!r}")
             size = (int(size[0]), int(size[1]))
+        shape = header["shape"]
+        out_h, out_w = target_size(shape[0], shape[1], scale, size)
+        check_decoded_size(self.name, out_h * out_w * (3 if header.get("mode", "RGB") == "RGB" else 1), max_values,
+                           f"at {out_w}x{out_h}")
         if header.get("network") == HP_NETWORK:
-            return self._decompress_hp(header, sections, scale, size, tile, device, weights)
+            return self._decompress_hp(header, sections, scale, size, tile, device, weights, progress)
         ae, mf = self._ae(device)
         parsed = self._parse(header, sections, mf)
         h, w, mode, quality, (c, lh, lw), _ = parsed
@@ -259,20 +278,21 @@ class LDMCodec(Codec):
         z = (torch.from_numpy(sym - radius).float() / gain).to(ae.log_gain.device)
         # the latent covers the padded image; render only its real part
         extent = (h / (lh * ae.factor), w / (lw * ae.factor))
-        out = to_uint8(ae.render(z, out_h, out_w, extent, tile=tile))
+        out = to_uint8(ae.render(z, out_h, out_w, extent, tile=tile, progress=progress))
         return merge_channels(out, mode, None)
 
     # ------------------------------------------------------------------------- hyperprior (v3)
     def _hp_file(self, path: str | None, expect: str | None = None) -> ModelFile:
-        """The hyperprior model file at ``path`` (or the shipped one), checked; ``expect``: the short
-        digest a stream recorded."""
+        """The hyperprior model file at ``path`` (or the shipped one, pinned by its digest), checked;
+        ``expect``: the short digest a stream recorded."""
+        pinned = None
         if path is None:
-            shipped = ldm_model.WEIGHTS_DIR / "hyperprior.ncx"
-            if not shipped.exists():
+            shipped = shipped_hyperprior()
+            if shipped is None:
                 raise UsageError("no hyperprior model is shipped yet: pass weights=PATH (a model file written "
                                  "by `python -m neurocodec.codecs.ldm.train_hyperprior --export PATH`)")
-            path = str(shipped)
-        mf = wfiles.load(path, kind=ldm_model.KIND, versions=(2, 2))
+            path, pinned = str(shipped), ldm_model.SHIPPED_HYPERPRIOR
+        mf = wfiles.load(path, kind=ldm_model.KIND, versions=(2, 2), expect_digest=pinned)
         hpcoding.check_model_file(mf)
         if expect is not None and mf.short_digest != expect:
             raise InputError(f"this file was made with ldm model {expect}, the hyperprior model given is "
@@ -283,7 +303,8 @@ class LDMCodec(Codec):
     def _hp_tables(mf: ModelFile) -> hpcoding.Tables:
         return wfiles.build(mf, _build_tables, "cpu")
 
-    def _compress_hp(self, rgb: np.ndarray, mode: str, quality: int, path: str | None):
+    def _compress_hp(self, rgb: np.ndarray, mode: str, quality: int, path: str | None, effort: int = 0,
+                     progress: bool = False):
         mf = self._hp_file(path)
         net = wfiles.build(mf, _hp_network, "cpu")  # the encoder always runs on the CPU
         qualities = int(mf.config["args"]["qualities"])
@@ -297,6 +318,16 @@ class LDMCodec(Codec):
         z = torch.round(net.hyper_analysis(y))[0].numpy().astype(np.int64)
         mean, idx = tables.hs(z)
         sym = np.rint(y[0].double().numpy() - mean / float(1 << tables.mean_bits)).astype(np.int64)
+        refined: dict = {}
+        if effort:
+            from .refine import refine_symbols
+
+            lambdas = mf.config.get("train_config", {}).get("lambdas")
+            mean_f = torch.from_numpy((mean / float(1 << tables.mean_bits)).astype(np.float32))[None]
+            scale = torch.from_numpy(hpcoding.scale_table()[idx].astype(np.float32))[None]
+            sym, refined = refine_symbols(net, to_unit(padded), quality - 1, y, mean_f, scale, (h, w), steps=effort,
+                                          lam=None if lambdas is None else float(lambdas[quality - 1]),
+                                          progress=progress)
         z_words, z_esc = tables.encode_z(z)
         y_words, y_esc = tables.encode_y(sym, idx)
         sections = {"z": z_words, "y": y_words}
@@ -309,8 +340,8 @@ class LDMCodec(Codec):
             "network": HP_NETWORK, "quality": quality, "model": mf.short_digest,
             "latent": list(sym.shape), "hyper": list(z.shape), "escapes": [int(z_esc.size), int(y_esc.size)],
         }
-        report = {"model": mf.short_digest, "network": HP_NETWORK,
-                  "bits_z": 8 * len(z_words), "bits_y": 8 * len(y_words), "escapes": [int(z_esc.size), int(y_esc.size)]}
+        report = {"model": mf.short_digest, "network": HP_NETWORK, "bits_z": 8 * len(z_words),
+                  "bits_y": 8 * len(y_words), "escapes": [int(z_esc.size), int(y_esc.size)], **refined}
         return header, sections, report
 
     def hp_latents(self, header: dict, sections: Mapping[str, bytes], weights: str | None = None
@@ -336,7 +367,8 @@ class LDMCodec(Codec):
         sym = tables.decode_y(sections["y"], y_esc, idx)
         return z, sym, mean, idx
 
-    def _decompress_hp(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights):
+    def _decompress_hp(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
+                       progress: bool = False):
         _, sym, mean, _ = self.hp_latents(header, sections, weights)
         hdr = _check_hp_header(header, sections)
         h, w = hdr["shape"][0], hdr["shape"][1]
@@ -354,8 +386,72 @@ class LDMCodec(Codec):
             from .api import upsample
 
             rgb = upsample(rgb, size=(out_w, out_h), method="liif", tile=tile, weights_dir=self.weights_dir,
-                           device=device)
+                           device=device, progress=progress)
         return merge_channels(rgb, hdr["mode"], None)
+
+
+def _v2_consistency(header: Mapping, sections: Mapping[str, bytes]) -> str | None:
+    """Version 1/2 (factorized ae) header: shape against mode and latent, the coding letters
+    against the latent channels and the sections present."""
+    shape, mode, (c, lh, lw) = header["shape"], header.get("mode", "RGB"), header["latent"]
+    if len(shape) != (2 if mode == "L" else 3) or (mode == "RGB" and shape[2] != 3):
+        return f"shape {shape} does not fit mode {mode}"
+    if header["quality"] not in QUALITIES:
+        return f"quality {header['quality']} is not one of the ae's {QUALITIES}"
+    if "model" not in header and not isinstance(header.get("weights"), str):
+        return "names no model"
+    if shape[0] * shape[1] > MAX_OUTPUT_PIXELS:
+        return "image too large"
+    factor = CodecAE.factor
+    if (lh, lw) != (-(-shape[0] // factor), -(-shape[1] // factor)):
+        return f"latent {header['latent']} does not match the image shape {shape}"
+    coding = header.get("coding")
+    if not isinstance(coding, str) or len(coding) != c or set(coding) - {"p", "e"}:
+        return "invalid 'coding' field"
+    allowed = {"latent"} | {f"ch{i}" for i, letter in enumerate(coding) if letter == "e"}
+    extra = sorted(set(sections) - allowed)
+    if extra:
+        return f"unexpected section {extra[0]}"
+    return None
+
+
+def _consistency(header: Mapping, sections: Mapping[str, bytes]) -> str | None:
+    if header.get("network") == HP_NETWORK:
+        try:
+            _check_hp_header(header, sections)
+        except CorruptStreamError as exc:
+            return str(exc).removeprefix("ldm header: ")
+        return None
+    return _v2_consistency(header, sections)
+
+
+#: every version's header (v1/v2: factorized ae; v3: ``network`` = hyperprior); the checks above
+#: hold the shapes, qualities, coding letters and sections to each other
+SCHEMA = Schema(
+    "ldm",
+    fields={
+        "shape": Field("ints", length=(2, 3), lo=1, hi=1 << 20),
+        "dtype": Field("str", choices=("uint8",)),
+        "mode": Field("str", choices=("L", "RGB"), required=False),
+        "quality": Field("int", lo=1, hi=64),
+        "latent": Field("ints", length=3, lo=1, hi=1 << 20),
+        "model": Field("str", pattern="[0-9a-f]{16}", required=False),
+        "weights": Field("str", required=False),
+        "coding": Field("str", required=False),
+        "network": Field("str", choices=(HP_NETWORK,), required=False),
+        "hyper": Field("ints", length=3, lo=1, hi=1 << 20, required=False),
+        "escapes": Field("ints", length=2, lo=0, required=False),
+    },
+    section_pattern=r"latent|ch\d{1,4}|z|y|z_esc|y_esc",
+    checks=(_consistency,),
+    decoded=lambda h: h["shape"][0] * h["shape"][1] * (3 if h.get("mode", "RGB") == "RGB" else 1),
+)
+
+
+def shipped_hyperprior() -> Path | None:
+    """The shipped hyperprior model file, or ``None`` while none is shipped."""
+    path = ldm_model.WEIGHTS_DIR / ldm_model.HYPERPRIOR_FILE
+    return path if ldm_model.SHIPPED_HYPERPRIOR and path.exists() else None
 
 
 def _build_tables(mf: ModelFile, device: str) -> hpcoding.Tables:

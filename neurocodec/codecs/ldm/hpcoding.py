@@ -171,7 +171,8 @@ def coding_arrays(model: HyperpriorModel, *, weight_bits: int = WEIGHT_BITS,
         in_max = Z_CLIP if i == 0 else (1 << ACT_MAX_BITS)
         if k_terms * int(np.abs(wq).max()) * in_max + int(np.abs(bq).max()) >= _EXACT:
             raise ValueError(f"h_s layer {i}: integer sums could exceed 2**53")
-        arrays[f"hs_int/w{i}"] = wq.astype(np.int32)
+        # |w| < 2**(bits-1): 16-bit weights are stored as int16 (half the file of int32)
+        arrays[f"hs_int/w{i}"] = wq.astype(np.int16 if weight_bits <= 16 else np.int32)
         arrays[f"hs_int/b{i}"] = bq
         arrays[f"hs_int/shift{i}"] = np.asarray(shift, dtype=np.int64).reshape(-1) * np.ones(m_out, np.int64)
         in_bits = act_bits
@@ -363,7 +364,9 @@ def write_model_file(model: HyperpriorModel, dest: Any, *, dtype: str = "float16
     rounded.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in state.items()})
     coding, arrays = coding_arrays(rounded.eval(), weight_bits=weight_bits, act_bits=act_bits)
     cfg = model_config(model, {"weights_dtype": dtype, **dict(extra or {}), "coding": coding})
-    return weights.save(dest, MODEL_KIND, FORMAT_VERSION, cfg, {**state, **arrays})
+    # lzma: the zero-padded integer tables and the int16 h_s shrink to a fraction (loaded once per
+    # process, through the weights cache)
+    return weights.save(dest, MODEL_KIND, FORMAT_VERSION, cfg, {**state, **arrays}, compression="lzma")
 
 
 def check_model_file(mf: Any) -> None:

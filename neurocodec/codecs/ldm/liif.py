@@ -183,6 +183,7 @@ def render(
     cell: tuple[float, float],
     *,
     tile: int | None = 256,
+    progress: bool = False,
 ) -> Tensor:
     """Render the output grid ``ys x xs`` (1-D normalized coordinates) from ``src`` ``(B, C, h, w)``.
 
@@ -196,6 +197,10 @@ def render(
     step_y = out_h if tile is None else tile
     step_x = out_w if tile is None else tile
     halo = radius + head.radius
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=-(-out_h // step_y) * -(-out_w // step_x), desc=f"rendering {out_w}x{out_h}", unit="tile",
+               disable=not progress, leave=False)
     for r0 in range(0, out_h, step_y):
         ty = ys[r0 : r0 + step_y]
         if tile is None:
@@ -217,6 +222,8 @@ def render(
             pred = head.query(hfeat, coord, cells, (h, w), (y0, x0))
             pred = pred + bicubic_at(base, coord, (h, w), (y0, x0))
             out[:, :, r0 : r0 + ty.numel(), c0 : c0 + tx.numel()] = pred.transpose(1, 2).reshape(b, 3, ty.numel(), tx.numel())
+            bar.update(1)
+    bar.close()
     return out
 
 

@@ -62,6 +62,11 @@ SHIPPED: Mapping[str, str] = {
     "unet": "938a919e1872700f10edadbe83c229af804fbd9fdb980b69e3f2ed41869e945d",
 }
 
+#: the shipped hyperprior (bitstream v3; a model file of its own format, read by the codec through
+#: :mod:`.hpcoding`), pinned like the others; empty while none is shipped
+HYPERPRIOR_FILE = "hyperprior.ncx"
+SHIPPED_HYPERPRIOR = ""
+
 _META = {"sr": (), "ae": (), "unet": ("sigma", "res_sigma", "condition")}
 
 

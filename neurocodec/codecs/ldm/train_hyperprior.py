@@ -5,6 +5,7 @@ hyperprior for 8 qualities, on CPU, resumable across sessions.
     python -m neurocodec.codecs.ldm.train_hyperprior --out DIR --steps 200            # stop at step 200
     python -m neurocodec.codecs.ldm.train_hyperprior --out DIR --check                # rate check, decode time
     python -m neurocodec.codecs.ldm.train_hyperprior --out DIR --export model.ncx      # inference weights
+    python -m neurocodec.codecs.ldm.train_hyperprior --out NEW --init-from model.ncx   # warm start
 
 Why these choices (measured on this 2-core CPU, one thread; see the run's README/log):
 
@@ -64,6 +65,10 @@ DEFAULTS: dict[str, Any] = {
     # bookkeeping
     "log_every": 100, "val_every": 2000, "ckpt_minutes": 10.0, "keep": 2,
     "val_crop": 256,
+    # warm start: the weights of an exported ldm hyperprior model file (``--init-from``; sessions
+    # end every process and the next may get a fresh machine, so the shipped weights are the seed
+    # of the next run); recorded as {"path", "sha256", "trained_steps"}, fresh optimizer state
+    "init": None,
 }
 # keys that may change when a run is resumed (the rest define the run)
 RESUME_MUTABLE = {"horizon", "lr_final", "log_every", "val_every", "ckpt_minutes", "keep", "warmup", "lr"}
@@ -265,8 +270,18 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _warm_start(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(record for the config, float32 state dict) of an exported hyperprior model file."""
+    mf = weights.load(path, kind=MODEL_KIND, versions=(1, FORMAT_VERSION))
+    net = from_model_file(mf)  # checks the network kind; a fresh copy, not the build cache's
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    record = {"path": str(path), "sha256": mf.digest, "trained_steps": mf.config.get("trained_steps"),
+              "args": dict(mf.config["args"])}
+    return record, state
+
+
 def train(out: Path, overrides: dict[str, Any], max_steps: int | None, max_minutes: float | None,
-          require_resume: bool) -> int:
+          require_resume: bool, init_from: Path | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = _Log(out / "train.log")
     ckpts = _checkpoints(out)
@@ -284,6 +299,15 @@ def train(out: Path, overrides: dict[str, Any], max_steps: int | None, max_minut
     else:
         cfg = {**DEFAULTS, **overrides}
         step, elapsed, tree = 0, 0.0, None
+    init_state = None
+    if init_from is not None:
+        if ckpts:
+            raise UsageError(f"--init-from starts a run, but {out} already holds checkpoints (it would resume)")
+        cfg["init"], init_state = _warm_start(init_from)
+        for k in ("n", "m", "nh", "nz", "qualities"):
+            if cfg["init"]["args"].get(k) != cfg[k]:
+                raise UsageError(f"--init-from: the model file has {k}={cfg['init']['args'].get(k)}, "
+                                 f"the run wants {k}={cfg[k]}")
     (out / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
 
     with torch.random.fork_rng():  # the init draws from the global RNG: seed it, leave it as it was
@@ -298,6 +322,10 @@ def train(out: Path, overrides: dict[str, Any], max_steps: int | None, max_minut
         gen.set_state(tree["torch_rng"])
         rng.bit_generator.state = ck_cfg["numpy_rng"]
         log(f"resumed from {ckpts[-1].name} at step {step} ({elapsed / 3600:.2f} h trained)")
+    elif init_state is not None:
+        model.load_state_dict(init_state, strict=True)
+        log(f"fresh run warm-started from {init_from} (sha256 {cfg['init']['sha256'][:16]}, "
+            f"{cfg['init']['trained_steps']} steps before): {json.dumps(cfg, sort_keys=True)}")
     else:
         log(f"fresh run: {json.dumps(cfg, sort_keys=True)}")
     log(f"model: {parameter_count(model)} parameters, torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -485,6 +513,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export-dtype", default="float16",
                    help="float16 (default: half the size, same RD on the validation crops) or float32")
     p.add_argument("--checkpoint", help="with --check/--export: this checkpoint instead of the newest")
+    p.add_argument("--init-from", type=Path, metavar="MODEL.ncx",
+                   help="start a new run from the weights of an exported hyperprior model file "
+                        "(e.g. the shipped one), with a fresh optimizer")
     args = p.parse_args(argv)
     out = Path(args.out)
     try:
@@ -494,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             export(out, args.checkpoint, Path(args.export), args.export_dtype)
             return 0
-        return train(out, _parse_sets(args.set), args.steps, args.minutes, args.resume)
+        return train(out, _parse_sets(args.set), args.steps, args.minutes, args.resume, args.init_from)
     except NeurocodecError as exc:  # one clear line, the CLI's exit codes
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 3 if isinstance(exc, InputError) else 1

@@ -1,4 +1,7 @@
-"""The ``pc`` codec: lossless image coding with a Hidden Chow-Liu Tree probabilistic circuit.
+"""The ``pc`` codec: lossless image coding with probabilistic circuits.
+
+Bitstream (version 3): as version 2; ``model`` may also name a ``photo`` model (shipped ``photo`` or
+a ``pc-photo`` model file), whose ``px`` section is the wavefront stream of :mod:`.photo`.
 
 Bitstream (version 2): header ``{"shape", "dtype", "model", "model_hash", "layout", "prec"[, "raw"]}``
 and one section ``px``: the range-coder words of every coded pixel (see :mod:`.coding` for the
@@ -6,8 +9,9 @@ order), or with ``"raw": true`` the pixels themselves (when coding would cost mo
 ``model`` is the shipped model's name or the model file's name; ``model_hash`` is the model file's
 :attr:`~neurocodec.weights.ModelFile.short_digest` (the first 16 hex of the SHA-256 of its bytes).
 The decoder refuses a model whose hash differs from the one in the header, and validates the header
-against :data:`SCHEMA` (types, ranges, layout vs shape, the decoded-size limit) before it loads a
-model or allocates anything: a forged header is a :class:`CorruptStreamError`, never a traceback.
+against :data:`SCHEMA` (through :meth:`~neurocodec.codec.Codec.check_header`: types, ranges, layout vs
+shape, the decoded-size limit) before it loads a model or allocates anything: a forged header is a
+:class:`CorruptStreamError`, never a traceback.
 
 Version 1 (before the shared model files) differs only in ``model_hash``: a hash of the stored
 arrays (:func:`.legacy.v1_model_hash`). Such files are still decoded (``min_version = 1``): the
@@ -15,7 +19,7 @@ decoder accepts a model whose v1 hash matches; the shipped models kept their par
 files made with them decode as before.
 
 Model choice: with no ``model=``, :func:`auto_model` picks the shipped model that fits the input
-(28x28 one-channel images or batches of them: ``mnist``; anything else: ``natural``); the report
+(28x28 one-channel images or batches of them: ``mnist``; anything else: ``photo``); the report
 says which and why, and says when the pixels were stored raw (``raw`` in the header too, which
 ``neurocodec info`` prints).
 
@@ -37,7 +41,9 @@ from ...runtime import check_device_name
 from ...schema import Field, Schema, max_values_option
 from . import coding
 from .legacy import v1_model_hash
+from . import photo
 from .model import BUILTIN_MODELS, PCModel, load_model
+from .photo import PhotoModel
 
 PRECISION = 24  # bits of the integer tables handed to the range coder
 LAYOUTS = {"hw": 2, "hwc": 3, "nhw": 3, "nhwc": 4}  # layout tag -> rank of the decoded array
@@ -49,13 +55,13 @@ class ModelParam(Param):
     Python, a :class:`PCModel` object (passed through: it is not a string to convert)."""
 
     def convert(self, value: Any, owner: str) -> Any:
-        if isinstance(value, PCModel):
+        if isinstance(value, (PCModel, PhotoModel)):
             return value
         return super().convert(value, owner)
 
 
 _MODEL_HELP = ("shipped model name (" + ", ".join(BUILTIN_MODELS) + ") or a pc model file; none = the shipped "
-               "model that fits the input (28x28 grey: mnist, else natural)")
+               "model that fits the input (28x28 grey: mnist, else photo)")
 
 
 def auto_model(shape: tuple[int, int, int, int]) -> tuple[str, str]:
@@ -63,11 +69,13 @@ def auto_model(shape: tuple[int, int, int, int]) -> tuple[str, str]:
 
     Why this rule: ``mnist``'s one circuit covers exactly a 28x28 grey digit; on any other size its
     patches cut through the content and padding, and on photos it is far worse than ``natural``
-    (which is trained on photos and video frames, colour and grey)."""
+    (which is trained on photos and video frames, colour and grey). Anything else gets ``photo``:
+    it codes every pixel in the context of its decoded neighbours, where ``natural`` codes 8x8
+    patches apart (held-out photos: see the README for the measured rates of both)."""
     _, h, w, c = shape
     if (h, w, c) == (28, 28, 1):
         return "mnist", "28x28 grey input (digits-shaped): the MNIST model"
-    return "natural", f"{h}x{w}x{c} input (not 28x28 grey): the natural-image model"
+    return "photo", f"{h}x{w}x{c} input (not 28x28 grey): the photo model"
 
 
 def coding_device(device: Any) -> str:
@@ -135,10 +143,10 @@ SCHEMA = Schema(
 
 class PCCodec(Codec):
     name = "pc"
-    version = 2
+    version = 3  # v3: photo models; v2 files (circuit models only) are v3 files that name no photo model
     min_version = 1  # v1 files name their model by the v1 array hash, still accepted
     kind = "image"
-    description = "lossless 8-bit images with a probabilistic circuit (HCLT), Numba kernels, batched"
+    description = "lossless 8-bit images with probabilistic circuits (HCLT patches; photo: context-selected residual circuits)"
     params = (
         ModelParam("model", "path", None, _MODEL_HELP, nullable=True),
         Param("batch", "bool", None, "a 3-D array is a batch N,H,W (true) or one image H,W,C (false); "
@@ -157,7 +165,7 @@ class PCCodec(Codec):
         return SCHEMA
 
     @declared()
-    def compress(self, data: Any, *, progress: bool = False, model: str | Path | PCModel | None,
+    def compress(self, data: Any, *, progress: bool = False, model: str | Path | PCModel | PhotoModel | None,
                  batch: bool | None, device: str) -> tuple[dict, dict[str, bytes], dict]:
         coding_device(device)
         x, layout = canonical(data, batch)
@@ -169,11 +177,16 @@ class PCCodec(Codec):
         else:
             why, chosen = "given", "given"
         pcm = load_model(model)
-        circ = coding.choose_circuit(pcm, x.shape[3])
-        lay = coding.make_layout(x.shape, circ)
-        patches, mask = coding.to_patches(np.ascontiguousarray(x), lay)
-        words = coding.encode_patches(circ, patches, mask, PRECISION, progress)
-        if isinstance(model, PCModel):
+        if isinstance(pcm, PhotoModel):
+            words, modes = photo.encode_images(pcm, np.ascontiguousarray(x), progress)
+            extra = {"photo_modes": modes}
+        else:
+            circ = coding.choose_circuit(pcm, x.shape[3])
+            lay = coding.make_layout(x.shape, circ)
+            patches, mask = coding.to_patches(np.ascontiguousarray(x), lay)
+            words = coding.encode_patches(circ, patches, mask, PRECISION, progress)
+            extra = {"circuit_channels": lay.circuit_channels, "patches": lay.num_patches}
+        if isinstance(model, (PCModel, PhotoModel)):
             ref = model.name
         elif isinstance(model, str) and model in BUILTIN_MODELS:
             ref = pcm.name
@@ -183,8 +196,7 @@ class PCCodec(Codec):
                   "model_hash": pcm.short_digest, "prec": PRECISION}
         coded_bpd = len(words) * 8 / x.size
         report = {"model": ref, "model_choice": chosen, "model_reason": why, "model_hash": pcm.short_digest,
-                  "circuit_channels": lay.circuit_channels, "patches": lay.num_patches,
-                  "coded_bytes": len(words), "coded_bpd": coded_bpd, "raw": False}
+                  **extra, "coded_bytes": len(words), "coded_bpd": coded_bpd, "raw": False}
         if len(words) > x.size:
             # the model fits this data worse than 8 bits per pixel (noise, unseen content): store
             # the pixels as they are, so a file is never much larger than the raw image
@@ -196,10 +208,11 @@ class PCCodec(Codec):
         return header, {"px": words}, report
 
     @declared("options")
-    def decompress(self, header: dict, sections: Mapping[str, bytes], *, model: str | Path | PCModel | None,
+    def decompress(self, header: dict, sections: Mapping[str, bytes], *,
+                   model: str | Path | PCModel | PhotoModel | None,
                    device: str, max_values: int | None) -> np.ndarray:
         coding_device(device)
-        h = SCHEMA.check(header, sections, max_values=max_values)
+        h = header  # checked against SCHEMA under max_values by Codec.decode (schema()), before this runs
         shape, layout, ref, want = tuple(h["shape"]), h["layout"], h["model"], h["model_hash"]
         n4 = {"hw": (1, *shape, 1), "hwc": (1, *shape), "nhw": (*shape, 1), "nhwc": shape}[layout]
         if h.get("raw"):  # the schema checked the section's size against the shape
@@ -209,6 +222,11 @@ class PCCodec(Codec):
                 raise UsageError(f"this file was coded with the pc model '{ref}': pass it with model=PATH")
             model = ref
         pcm = load_model(model)
+        if isinstance(pcm, PhotoModel):
+            if want != pcm.short_digest:
+                raise UsageError(f"pc: the file needs model {ref!r} with hash {want}, but the given model has hash "
+                                 f"{pcm.short_digest}: decoding with another model would give garbage")
+            return photo.decode_images(pcm, sections["px"], n4).reshape(shape)
         # v2 files record the model file's digest, v1 files the v1 array hash (same parameters, same
         # hash); either identifies the parameters, so accepting both cannot pick a wrong model
         if want != pcm.short_digest and want != v1_model_hash(pcm):

@@ -5,10 +5,12 @@ is cut into the circuit's patches, zero-padded to whole patches; padded pixels a
 they stay marginalised (unobserved) in the circuit, so odd sizes cost nothing extra.
 
 Order of the symbols in the stream: chunk of patches, then pixel position t = 0..D-1, then patch.
-At each step one Numba call computes the (n, 256) integer tables of pixel t for every patch of the
-chunk, one :class:`~neurocodec.entropy.SequentialEncoder` call codes them, one Numba call records
-the pixels and refreshes the cached messages. The decoder does exactly the same calls with the
-pixels it has just pulled, so both sides see the same tables.
+Two kernels produce the same tables (see :mod:`.native`): the compiled one (default when built)
+and the Numba one (fallback and reference). With the compiled kernel the encoder, which knows
+every pixel, computes the tables of many positions in one call and codes them in one
+:class:`~neurocodec.entropy.SequentialEncoder` call; the decoder makes per position one call for
+the tables, one decoder call and one call recording the pixels it has just pulled. With Numba
+both sides do the three calls per position. Either way both sides see the same tables.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ from tqdm import tqdm
 
 from ...entropy import SequentialDecoder, SequentialEncoder
 from ...errors import CorruptStreamError, InputError, UsageError
-from . import kernels
+from . import kernels, native
 from .model import HCLT, PCModel
 
 ALPHABET = 256
-STATE_BYTES = 48 << 20  # cached messages per chunk of patches
+STATE_BYTES = 48 << 20  # cached messages per chunk of patches (sets the symbol order: a bitstream field)
+TABLE_ROWS = 16384  # tables the native encoder fills per call (32 MiB of float64 rows)
+DECODE_ROWS = 65536  # tables the native decoder computes per call (progress granularity)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def _chunk(circ: HCLT, total: int) -> int:
 
 
 class _State:
-    """Cached messages of a chunk of patches, all pixels unknown at first."""
+    """Numba path: cached messages of a chunk of patches, all pixels unknown at first."""
 
     def __init__(self, circ: HCLT, n: int):
         self.c = circ
@@ -130,7 +134,68 @@ class _State:
         kernels.observe(pos, symbols, self.x, self.up, c.trans, c.leaf, t.parent, t.child_ptr, t.child_idx, active)
 
 
-def encode_patches(circ: HCLT, patches: np.ndarray, mask: np.ndarray, precision: int, progress: bool = False) -> bytes:
+def encode_patches(circ: HCLT, patches: np.ndarray, mask: np.ndarray, precision: int, progress: bool = False,
+                   kernel: str | None = None) -> bytes:
+    """The range-coder words of every valid pixel of ``patches`` (P, D) uint8 (``mask``: valid)."""
+    if native.resolve(kernel) == "numba":
+        return _encode_numba(circ, patches, mask, precision, progress)
+    total, d = patches.shape
+    enc = SequentialEncoder()
+    step = _chunk(circ, total)
+    sym_t = np.ascontiguousarray(patches.T, dtype=np.int16)  # (D, P): contiguous per position
+    mask_t = np.ascontiguousarray(mask.T)
+    bar = tqdm(total=total * d, disable=not progress, desc="pc encode", unit="px", unit_scale=True)
+    for s in range(0, total, step):
+        n = min(total, s + step) - s
+        coder = native.coder(circ, n, precision)
+        block = max(1, min(d, TABLE_ROWS // n))  # positions per call
+        tables = np.empty((block * n, ALPHABET))
+        symbols = np.empty(block * n, dtype=np.int32)
+        for p0 in range(0, d, block):
+            p1 = min(d, p0 + block)
+            rows = coder.encode(p0, p1, sym_t, mask_t, s, tables, symbols)
+            if rows < 0:
+                raise CorruptStreamError("pc: the circuit produced an invalid conditional (damaged model?)")
+            enc.push(symbols[:rows], tables[:rows])
+            bar.update(n * (p1 - p0))
+    bar.close()
+    return enc.finish()
+
+
+def decode_patches(circ: HCLT, data: bytes, mask: np.ndarray, precision: int, progress: bool = False,
+                   kernel: str | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_patches`: the (P, D) uint8 patches (invalid pixels 0)."""
+    if native.resolve(kernel) == "numba":
+        return _decode_numba(circ, data, mask, precision, progress)
+    total, d = mask.shape
+    dec = SequentialDecoder(data)
+    step = _chunk(circ, total)
+    out = np.empty((total, d), dtype=np.uint8)
+    mask_t = np.ascontiguousarray(mask.T)
+    bar = tqdm(total=total * d, disable=not progress, desc="pc decode", unit="px", unit_scale=True)
+    for s in range(0, total, step):
+        e = min(total, s + step)
+        coder = native.coder(circ, e - s, precision, node_major=True)
+        tables = np.empty((e - s, ALPHABET))
+        live = np.flatnonzero(mask_t[:, s:e].any(axis=1)).astype(np.int64)
+        # the loop over positions runs in C (tables, then dec.pull, then recording the pixels);
+        # handed over in groups only so that the progress bar moves
+        group = max(1, DECODE_ROWS // (e - s))
+        for g in range(0, live.size, group):
+            status = coder.decode(live[g:g + group], mask_t, s, dec.pull, tables)
+            if status == -1:
+                raise CorruptStreamError("pc: the circuit produced an invalid conditional (damaged model?)")
+            if status:
+                raise CorruptStreamError("pc: decoded pixel outside 0..255")
+            bar.update((e - s) * min(group, live.size - g))
+        bar.update((e - s) * (d - live.size))
+        coder.pixels(out[s:e])
+    bar.close()
+    return out
+
+
+# ------------------------------------------------------------------- the Numba path (fallback)
+def _encode_numba(circ: HCLT, patches: np.ndarray, mask: np.ndarray, precision: int, progress: bool) -> bytes:
     total, d = patches.shape
     enc = SequentialEncoder()
     step = _chunk(circ, total)
@@ -151,7 +216,7 @@ def encode_patches(circ: HCLT, patches: np.ndarray, mask: np.ndarray, precision:
     return enc.finish()
 
 
-def decode_patches(circ: HCLT, data: bytes, mask: np.ndarray, precision: int, progress: bool = False) -> np.ndarray:
+def _decode_numba(circ: HCLT, data: bytes, mask: np.ndarray, precision: int, progress: bool) -> np.ndarray:
     total, d = mask.shape
     dec = SequentialDecoder(data)
     step = _chunk(circ, total)
@@ -191,13 +256,23 @@ def naive_tables(circ: HCLT, patches: np.ndarray, precision: int) -> np.ndarray:
     return out
 
 
-def efficient_tables(circ: HCLT, patches: np.ndarray, precision: int) -> np.ndarray:
-    """Every table (P, D, 256) through the incremental path the coder uses."""
+def efficient_tables(circ: HCLT, patches: np.ndarray, precision: int, kernel: str | None = None) -> np.ndarray:
+    """Every table (P, D, 256) through the incremental path the coder uses (``kernel``: which one)."""
     total, d = patches.shape
-    st = _State(circ, total)
     act = np.ones(total, dtype=bool)
     out = np.empty((total, d, ALPHABET), dtype=np.int32)
     sym_t = np.ascontiguousarray(patches.T.astype(np.int16))
+    if native.resolve(kernel) == "native":
+        coder = native.coder(circ, total, precision, node_major=True)
+        rows = np.empty((total, ALPHABET))
+        for pos in range(d):
+            if coder.tables(pos, act, rows) < 0:
+                raise CorruptStreamError("pc: the circuit produced an invalid conditional (damaged model?)")
+            out[:, pos] = rows
+            if coder.observe(pos, sym_t[pos].astype(np.int64), act):
+                raise InputError("pc: pixel outside 0..255")
+        return out
+    st = _State(circ, total)
     for pos in range(d):
         out[:, pos] = st.tables(pos, act, precision)
         st.observe(pos, sym_t[pos], act)

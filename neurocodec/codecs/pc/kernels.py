@@ -11,6 +11,10 @@ children's upward messages. One function (:func:`_node_update`) computes it, in 
 everywhere: so the incremental coder and the naive full re-evaluation produce the same floats, and
 the encoder and decoder the same integer tables. No fastmath anywhere in this module.
 
+The coder's default is the compiled twin of the coding kernels below (``native/pc_kernels.c``, see
+:mod:`.native`), which computes the same floats in the same order; these stay the reference it is
+tested against (``tests/test_native.py``) and the fallback where it is not built.
+
 Only what decoding and likelihoods need lives here; the EM flow kernel is training code and lives
 in :mod:`.train_em` (it reuses :func:`_node_update`). Every ``prange`` loop handles one image per
 iteration with no shared sums, so results do not depend on the Numba thread count.

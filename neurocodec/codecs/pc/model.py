@@ -50,7 +50,10 @@ ALPHABET = 256
 SHIPPED: Mapping[str, str] = MappingProxyType({
     "mnist": "b82e576ea7bbd9ae2a6d2ec6ff0c17dc2d089d7c0e71bb3d03ab9abce6902630",
     "natural": "37fa2f2778df8b042f8c768f013c7f49770090ea7e8c5ff1de02fd446de4f69c",
+    # the photo model (a ``pc-photo`` model file, :mod:`.photo`; trained by train_photo.py)
+    "photo": "90034c8ca8ca591ac8633666175ed565c370ad75fae8db080b8a51d47c603a58",
 })
+PHOTO_MODELS = frozenset({"photo"})  # shipped names whose file is a pc-photo model
 BUILTIN_MODELS = tuple(SHIPPED)
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -92,6 +95,10 @@ def quantize_probs(p: np.ndarray) -> np.ndarray:
 
 def dequantize(q: np.ndarray) -> np.ndarray:
     """uint8 codes -> float64 probabilities (rows of the last axis renormalised)."""
+    from . import native
+
+    if native.DEFAULT == "native":  # the compiled twin: same bits, no JIT compile on a first call
+        return native.dequantize(q)
     flat = np.ascontiguousarray(q.reshape(-1, q.shape[-1]))
     out = np.empty(flat.shape, dtype=np.float64)
     _dequantize_rows(flat, out)
@@ -155,8 +162,13 @@ class HCLT:
         if self.q_leaf is not None:
             put("leaf", _frozen(dequantize(self.q_leaf)))
         else:
-            leaf = np.empty((d, m, ALPHABET))
-            _mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis), leaf)
+            from . import native
+
+            if native.DEFAULT == "native":
+                leaf = native.mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis))
+            else:
+                leaf = np.empty((d, m, ALPHABET))
+                _mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis), leaf)
             put("leaf", _frozen(leaf))
 
     @classmethod
@@ -337,20 +349,25 @@ def _starts_with(path: str | Path, magic: bytes) -> bool:
         return False
 
 
-def load_model(model: "str | Path | PCModel") -> PCModel:
-    """``"mnist"``, ``"natural"`` (shipped, digest-checked), a path to a ``pc`` model file, or a
-    :class:`PCModel` (returned as it is)."""
-    if isinstance(model, PCModel):
+def load_model(model: "str | Path | PCModel | PhotoModel") -> "PCModel | PhotoModel":
+    """``"mnist"``, ``"natural"``, ``"photo"`` (shipped, digest-checked), a path to a ``pc`` or
+    ``pc-photo`` model file, or a :class:`PCModel` / :class:`~.photo.PhotoModel` (returned as it is)."""
+    from . import photo
+
+    if isinstance(model, (PCModel, photo.PhotoModel)):
         return model
     if isinstance(model, str) and model in SHIPPED:
         path = builtin_path(model)
         if not path.is_file():
             raise UsageError(f"the shipped pc model '{model}' is missing from this installation ({path})")
-        out = load_file(path, expect_digest=SHIPPED[model])
+        reader = photo.load_file if model in PHOTO_MODELS else load_file
+        out = reader(path, expect_digest=SHIPPED[model])
         if out.name != model:
             raise UsageError(f"the shipped pc model file {path} names itself '{out.name}', not '{model}'")
         return out
     if isinstance(model, (str, Path)):
+        if photo.is_photo_file(model):
+            return photo.load_file(model)
         return load_file(model)
     raise UsageError(f"model must be {', '.join(map(repr, SHIPPED))} or a path to a pc model file (.ncx), "
                      f"got {type(model).__name__}")
