@@ -146,7 +146,7 @@ def test_latent_round_trip_exact(tiny):
     codec = LDMCodec(tiny)
     img = _img(29, 35)
     for q in (1, 4):
-        blob = codec.encode(img, quality=q)
+        blob = codec.encode(img, quality=q, model="ae")
         box = neurocodec.container.unpack(blob)
         want = codec.latent_symbols(img, q)
         got = codec.decode_latent(box.header, box.sections)
@@ -165,13 +165,13 @@ def test_tables_are_integer_and_reproducible(tiny):
 def test_any_size_decode_shapes(tiny):
     codec = LDMCodec(tiny)
     img = _img(37, 51)
-    blob = codec.encode(img, quality=2)
+    blob = codec.encode(img, quality=2, model="ae")
     assert codec.decode(blob).shape == (37, 51, 3)
     assert codec.decode(blob, scale=2.7).shape == (100, 138, 3)
     assert codec.decode(blob, size=(80, 20)).shape == (20, 80, 3)
     assert codec.decode(blob, scale=0.1).shape == (4, 5, 3)  # thumbnail
     assert codec.decode(blob, size=(1, 1)).shape == (1, 1, 3)
-    grey = codec.decode(codec.encode(img[..., 0], quality=1))
+    grey = codec.decode(codec.encode(img[..., 0], quality=1, model="ae"))
     assert grey.shape == (37, 51)
 
 
@@ -179,14 +179,14 @@ def test_codec_bad_input(tiny):
     codec = LDMCodec(tiny)
     img = _img(16, 16)
     with pytest.raises(UsageError):
-        codec.encode(img, quality=7)
+        codec.encode(img, quality=7, model="ae")
     with pytest.raises(InputError):
-        codec.encode(img.astype(np.float32))
+        codec.encode(img.astype(np.float32), model="ae")
     with pytest.raises(InputError):
         codec.encode(np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(UsageError):
-        codec.encode(img, colour=3)
-    blob = codec.encode(img)
+        codec.encode(img, colour=3, model="ae")
+    blob = codec.encode(img, model="ae")
     with pytest.raises(UsageError):
         codec.decode(blob, scale=2, size=(3, 3))
     for bad in (0, -1, float("nan"), "x"):
@@ -346,7 +346,7 @@ def test_cli(tiny, tmp_path):
 # ------------------------------------------------------------------------------ shipped models
 def test_shipped_codec_through_registry():
     img = datasets.load("chelsea")[100:164, 200:280]
-    blob = neurocodec.encode(img, codec="ldm", quality=4)
+    blob = neurocodec.encode(img, codec="ldm", quality=4, model="ae")
     rec = neurocodec.decode(blob)
     assert rec.shape == img.shape
     assert metrics.psnr(rec, img) > 24
@@ -430,10 +430,10 @@ def test_edited_shipped_model_is_refused(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="changed or replaced"):
         model.load("ae")
     with pytest.raises(InputError):
-        LDMCodec().encode(_img(8, 8))
+        LDMCodec().encode(_img(8, 8), model="ae")
     # the same file given as a user's model folder is used: its identity is its own digest
     assert model.load("ae", tmp_path).digest != SHIPPED["ae"]
-    assert LDMCodec(tmp_path).decode(LDMCodec(tmp_path).encode(_img(8, 8))).shape == (8, 8, 3)
+    assert LDMCodec(tmp_path).decode(LDMCodec(tmp_path).encode(_img(8, 8), model="ae")).shape == (8, 8, 3)
     # a flipped byte: refused by the container's checksums
     data = bytearray((WEIGHTS_DIR / "ae.ncx").read_bytes())
     data[len(data) // 2] ^= 1
@@ -469,9 +469,9 @@ def test_pickle_in_user_weights_dir_is_refused_never_executed(tiny, tmp_path, na
     (folder / name).write_bytes(payload)
     codec = LDMCodec(folder)
     with pytest.raises(InputError):
-        codec.encode(_img(8, 8))
+        codec.encode(_img(8, 8), model="ae")
     with pytest.raises(InputError):
-        codec.decode(LDMCodec(tiny).encode(_img(8, 8)))
+        codec.decode(LDMCodec(tiny).encode(_img(8, 8), model="ae"))
     with pytest.raises(InputError):
         api.upsample(_img(8, 8), 2.0, method="diffusion", steps=1, weights_dir=folder)
     with pytest.raises(InputError):
@@ -512,29 +512,29 @@ def test_model_file_checks(tiny, tmp_path):
 def test_encode_decode_encode_identical_bytes(tiny):
     img = _img(30, 42)
     codec = LDMCodec(tiny)
-    first = codec.encode(img, quality=2)
+    first = codec.encode(img, quality=2, model="ae")
     assert codec.decode(first, scale=2.7).shape == (81, 113, 3)
     assert codec.decode(first, size=(10, 7), device="cpu").shape == (7, 10, 3)
     if torch.cuda.is_available():  # a decode elsewhere must not move the encoder
         codec.decode(first, scale=1.5, device="cuda")
-    assert codec.encode(img, quality=2) == first
+    assert codec.encode(img, quality=2, model="ae") == first
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert LDMCodec(tiny).encode(img, quality=2) == first
+        assert LDMCodec(tiny).encode(img, quality=2, model="ae") == first
     finally:
         torch.set_num_threads(threads)
     assert vars(codec) == {"weights_dir": tiny}  # nothing remembered between calls
-    enc = codec.encode_with_report(img, quality=2)
+    enc = codec.encode_with_report(img, quality=2, model="ae")
     assert enc.blob == first and enc.report["model"] == model.load("ae", tiny).short_digest
 
 
 def test_shipped_codec_same_bytes_after_decodes():
     img = datasets.load("chelsea")[100:140, 200:250]
     codec = LDMCodec()
-    blob = codec.encode(img, quality=3)
+    blob = codec.encode(img, quality=3, model="ae")
     codec.decode(blob, scale=3.1)
-    assert LDMCodec().encode(img, quality=3) == blob
+    assert LDMCodec().encode(img, quality=3, model="ae") == blob
     assert neurocodec.container.unpack(blob).header["model"] == SHIPPED["ae"][:16]
 
 
@@ -543,7 +543,7 @@ def test_version_1_stream_of_the_shipped_ae_pt_still_decodes():
     (the conversion checked this bit for bit), so such a stream decodes to the same pixels."""
     img = datasets.load("chelsea")[100:132, 200:240]
     codec = LDMCodec()
-    box = neurocodec.container.unpack(codec.encode(img, quality=1))
+    box = neurocodec.container.unpack(codec.encode(img, quality=1, model="ae"))
     header = {k: v for k, v in box.header.items() if k != "model"}
     header["weights"] = "ec146acf1bc8e343"  # sha256(ae.pt)[:16] of the shipped ae.pt
     v1 = neurocodec.container.pack(neurocodec.container.Container("ldm", 1, header, box.sections))
@@ -574,7 +574,7 @@ def test_decoding_imports_no_training_code(tmp_path):
     import sys
 
     src = tmp_path / "a.ncx"
-    src.write_bytes(LDMCodec().encode(datasets.load("chelsea")[:24, :32], quality=1))
+    src.write_bytes(LDMCodec().encode(datasets.load("chelsea")[:24, :32], quality=1, model="ae"))
     code = (
         "import sys\n"
         "from neurocodec.cli import main\n"
@@ -671,8 +671,8 @@ def test_hyperprior_round_trip_header_and_versions(tiny_hp):
     # the stored symbols decode exactly (entropy coding + integer h_s are lossless)
     z, sym, mean, idx = codec.hp_latents(box.header, box.sections, tiny_hp)
     assert sym.shape == (8, 8, 8) and idx.min() >= 0 and idx.max() < 64
-    with pytest.raises(UsageError):  # no shipped hyperprior yet
-        codec.encode(img, model="hyperprior")
+    shipped = neurocodec.container.unpack(codec.encode(img, quality=5))  # the default: the shipped hyperprior
+    assert shipped.codec_version == 3 and shipped.header["model"] != box.header["model"]
     with pytest.raises(InputError):  # another model
         codec.decode(blob, weights=str(WEIGHTS_DIR / "ae.ncx"))
     for bad in ({"quality": True}, {"latent": [8, 9, 8]}, {"model": "zz"}, {"shape": [70]}, {"escapes": [-1, 0]}):
@@ -681,7 +681,7 @@ def test_hyperprior_round_trip_header_and_versions(tiny_hp):
     with pytest.raises(CorruptStreamError):  # a v2 container with a v3 header
         codec.decode(neurocodec.container.pack(neurocodec.container.Container("ldm", 2, box.header, box.sections)))
     # an ae stream is still written as version 2
-    assert neurocodec.container.unpack(codec.encode(_img(16, 16), quality=1)).codec_version == 2
+    assert neurocodec.container.unpack(codec.encode(_img(16, 16), quality=1, model="ae")).codec_version == 2
 
 
 def test_integer_hyper_synthesis_same_indices_across_threads_and_processes(tiny_hp):
@@ -723,13 +723,13 @@ def test_hyperprior_latent_refinement_never_worsens_the_cost_and_decodes(tiny_hp
     out = codec.decode(refined.blob, weights=tiny_hp)
     assert out.shape == img.shape and out.dtype == np.uint8
     with pytest.raises(UsageError):  # the ae has no refinement
-        codec.encode(img, quality=1, effort=3)
+        codec.encode(img, quality=1, effort=3, model="ae")
 
 
 def test_v2_header_is_held_to_the_schema():
     """A v2 header whose fields passed their CRC but not each other (grey shape with RGB mode,
     latent that does not fit the shape, stray sections) is refused before any decoding."""
-    blob = neurocodec.encode(_img(16, 20), codec="ldm", quality=1)
+    blob = neurocodec.encode(_img(16, 20), codec="ldm", quality=1, model="ae")
     box = neurocodec.container.unpack(blob)
     for bad in ({"shape": [16, 20]}, {"latent": [8, 9, 10]}, {"coding": "p"}, {"quality": 7}):
         forged = neurocodec.container.pack(neurocodec.container.Container("ldm", 2, {**box.header, **bad}, box.sections))

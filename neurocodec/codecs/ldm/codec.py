@@ -48,6 +48,7 @@ from ...codec import Codec, Encoded
 from ...entropy import SequentialDecoder, SequentialEncoder, decode_symbols, encode_symbols
 from ...errors import CorruptStreamError, InputError, UsageError
 from ...runtime import resolve_device
+from ...runtime import threads as runtime_threads
 from ...params import Param, declared
 from ...schema import Field, Schema, check_decoded_size, max_values_option
 from ...weights import ModelFile
@@ -77,8 +78,9 @@ class LDMCodec(Codec):
 
     params = (
         Param("quality", "int", 3, "quality, higher is better: 1..4 (ae) or 1..8 (hyperprior)", lo=1, hi=8),
-        Param("model", "str", "ae", "latent: ae (f=2, factorized; shipped) or hyperprior (mean-scale, "
-              "integer tables)", choices=MODELS),
+        Param("model", "str", "hyperprior", "latent: hyperprior (mean-scale, integer tables; the default) or "
+              "ae (f=2, factorized; the first codec, decodes at any size through its own LIIF head)",
+              choices=MODELS),
         Param("weights", "path", None, "hyperprior model file (.ncx, from train_hyperprior --export); "
               "none = the shipped one", nullable=True),
         Param("tile", "int", 64, "ae encoder tile rows (memory bound; same bytes)", lo=8),
@@ -305,6 +307,13 @@ class LDMCodec(Codec):
 
     def _compress_hp(self, rgb: np.ndarray, mode: str, quality: int, path: str | None, effort: int = 0,
                      progress: bool = False):
+        # one torch thread: oneDNN's float32 sums in g_a depend on the thread count, and a flipped
+        # rounding of y would change the bytes (the bitstream must not depend on the machine's load)
+        with runtime_threads(1):
+            return self._compress_hp_1t(rgb, mode, quality, path, effort, progress)
+
+    def _compress_hp_1t(self, rgb: np.ndarray, mode: str, quality: int, path: str | None, effort: int,
+                        progress: bool):
         mf = self._hp_file(path)
         net = wfiles.build(mf, _hp_network, "cpu")  # the encoder always runs on the CPU
         qualities = int(mf.config["args"]["qualities"])
@@ -369,6 +378,16 @@ class LDMCodec(Codec):
 
     def _decompress_hp(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
                        progress: bool = False):
+        # on the CPU at one torch thread: g_s's float32 sums (oneDNN) depend on the thread count,
+        # and decoding must be a pure function of the file (the fixtures check 1, 2 and 4 threads);
+        # a 768x512 decode stays well under a second this way
+        if resolve_device(device).type == "cpu":
+            with runtime_threads(1):
+                return self._decompress_hp_1t(header, sections, scale, size, tile, device, weights, progress)
+        return self._decompress_hp_1t(header, sections, scale, size, tile, device, weights, progress)
+
+    def _decompress_hp_1t(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
+                          progress: bool):
         _, sym, mean, _ = self.hp_latents(header, sections, weights)
         hdr = _check_hp_header(header, sections)
         h, w = hdr["shape"][0], hdr["shape"][1]

@@ -65,7 +65,7 @@ SHIPPED: Mapping[str, str] = {
 #: the shipped hyperprior (bitstream v3; a model file of its own format, read by the codec through
 #: :mod:`.hpcoding`), pinned like the others; empty while none is shipped
 HYPERPRIOR_FILE = "hyperprior.ncx"
-SHIPPED_HYPERPRIOR = ""
+SHIPPED_HYPERPRIOR = "f9e1bd53146a1fbdf56fbe5a26df7a81270295ba454dcc1914022bc4d0c88674"
 
 _META = {"sr": (), "ae": (), "unet": ("sigma", "res_sigma", "condition")}
 
