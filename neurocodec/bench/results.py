@@ -66,14 +66,16 @@ def default_results_dir(quick: bool = False) -> Path:
 
 
 def _git_commit() -> str | None:
-    """HEAD of the checkout (``-dirty`` when tracked files changed); None when installed."""
+    """HEAD of the checkout (``-dirty`` when tracked files outside ``benchmarks/results`` changed:
+    a suite rewrites its own committed results as it goes, which says nothing about the code that
+    measured them); None when installed."""
     root = source_checkout()
     if root is None:
         return None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode:
