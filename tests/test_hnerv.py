@@ -15,7 +15,7 @@ import neurocodec
 from neurocodec import weights
 from neurocodec.codecs.hnerv.codec import QUALITY_BPP, HNeRVCodec, NeRVCodec, plan, quantize_model, read_model
 from neurocodec.codecs.hnerv.model import Arch, Model, choose_strides, decoder_params, embeddings, model_values
-from neurocodec.codecs.hnerv.train import CHECKPOINT_KIND, FitConfig, fit, lr_at
+from neurocodec.codecs.hnerv.train import CHECKPOINT_KIND, CHECKPOINT_VERSION, FitConfig, fit, lr_at
 from neurocodec.container import Container, pack, unpack
 from neurocodec.errors import CorruptStreamError, InputError, UsageError
 
@@ -101,14 +101,23 @@ def test_schedule_replans_to_the_time_budget():
     cfg = FitConfig(epochs=100, time_budget=10.0, prune=0.1)
     sched = Schedule.from_config(cfg)
     assert (sched.train, sched.finetune) == (100, 10)
-    sched.after_epoch("train", 1, 1, 1.0, cfg, torch.device("cpu"))  # 1 s per epoch: 10 fit the budget,
+    cpu = torch.device("cpu")
+    sched.after_epoch("train", 1, 1.0, cfg, cpu, per_epoch=1.0)  # 1 s per epoch: 10 fit the budget,
     # less RESERVE_EPOCHS kept back for quantization and rendering after the fit
     assert (sched.train, sched.finetune) == (8, 1)
-    sched.after_epoch("finetune", 1, 9, 10.5, cfg, torch.device("cpu"))  # over budget: the fine-tune stops
+    sched.after_epoch("finetune", 1, 10.5, cfg, cpu, per_epoch=1.0)  # over budget: the fine-tune stops
     assert sched.finetune == 1
     fixed = Schedule.from_config(FitConfig(epochs=7, prune=0.0))
-    fixed.after_epoch("train", 1, 1, 1e6, FitConfig(epochs=7, prune=0.0), torch.device("cpu"))
+    fixed.after_epoch("train", 1, 1e6, FitConfig(epochs=7, prune=0.0), cpu, per_epoch=1.0)
     assert (fixed.train, fixed.finetune) == (7, 0)  # no budget, no re-planning
+    # HNeRV before its latent phase: one more encoder epoch (1 s), then epochs at a quarter of the cost:
+    # 9.4 s of budget less 1 s spent less 1 s = 29 latent epochs, 1/11 of them for the fine-tune
+    latent = Schedule.from_config(cfg)
+    latent.after_epoch("train", 1, 1.0, cfg, cpu, per_epoch=1.0, encoder_left=1, latent_cost=0.25)
+    assert (latent.train, latent.finetune) == (29, 2)
+    # after the switch the measured (cheap) epoch time rules, the encoder's still sets the reserve
+    latent.after_epoch("train", 3, 2.5, cfg, cpu, per_epoch=0.25, latent=True)
+    assert latent.per_encoder_epoch == 1.0 and (latent.train, latent.finetune) == (28, 2)
 
 
 def test_rollback_guard_restores_the_state_before_the_bad_epoch():
@@ -179,8 +188,12 @@ def test_bitstream_round_trip_is_exact(cls):
     # the public pipeline (plan -> fit -> quantize) gives the file's sections, and its in-memory
     # quantized model renders what the file decodes to, bit for bit
     arch = plan(cls.model_kind, clip.shape, width0=8, **({"reduce": 2.0} if cls is NeRVCodec else {}))
-    model = fit(clip, arch, FitConfig(epochs=2, device="cpu", lr=report["lr"])).model
-    qmodel, sections = quantize_model(model, arch, embeddings(model, clip) if arch.kind == "hnerv" else None, 8, 6)
+    res = fit(clip, arch, FitConfig(epochs=2, device="cpu"))  # the codec's default lr, as the encode
+    model = res.model
+    if arch.kind == "hnerv":  # after the latent phase the embeddings are the optimised latents
+        assert res.latents is not None and res.encoder_epochs == 2 == report["encoder_epochs"]  # all: too short
+    embed = (res.latents if res.latents is not None else embeddings(model, clip)) if arch.kind == "hnerv" else None
+    qmodel, sections = quantize_model(model, arch, embed, 8, 6)
     assert sections == dict(box.sections)
     assert np.array_equal(dec, qmodel.render(device="cpu"))
     # and the encoder's reported PSNR is the PSNR of what the decoder returns
@@ -424,7 +437,7 @@ def test_resume_from_checkpoint_gives_the_same_model(tmp_path, stop):
     with pytest.raises(_Stop):
         fit(clip, arch, FitConfig(**cfg, checkpoint=str(ckpt)), on_epoch=_stop_at(*stop))
     # the checkpoint is a model file of the shared layer: weights, optimizer state, masks, where it stopped
-    model_file = weights.load(ckpt, kind=CHECKPOINT_KIND, versions=(1, 1))
+    model_file = weights.load(ckpt, kind=CHECKPOINT_KIND, versions=(CHECKPOINT_VERSION, CHECKPOINT_VERSION))
     assert ckpt.read_bytes()[:4] == pack(Container("x", 1, {}, {}))[:4]  # an .ncx container, not a pickle
     assert (model_file.config["phase"], model_file.config["done"]) == stop
     assert any(k.startswith("opt/state/") for k in model_file.arrays)
@@ -553,6 +566,10 @@ def test_default_lr_follows_the_budget_and_the_size():
     assert LR_MIN <= huge < long_ < short <= LR_MAX and huge == LR_MIN
     assert default_lr("hnerv", 500, 200_000) < default_lr("hnerv", 500, 40_000)  # larger models, smaller steps
     assert default_lr("nerv", 500, 40_000) > 0
+    # with the latent phase: larger steps that do not shrink with the fit's length, still with the size
+    flat = default_lr("hnerv", 200, 46_000, latent=True)
+    assert flat == default_lr("hnerv", 100_000, 46_000, latent=True) > default_lr("hnerv", 200, 46_000)
+    assert default_lr("hnerv", 500, 160_000, latent=True) < flat
 
 
 def test_threads_parameter_is_set_for_the_encode_and_restored(monkeypatch):
@@ -637,7 +654,7 @@ def test_bad_parameter_values_name_the_parameter():
     src = Path(__import__("tempfile").mkdtemp()) / "c.npy"
     np.save(src, clip)
     assert main(["encode", str(src), "-o", str(src.with_suffix(".ncx")), "-c", "hnerv", "-q", "-p", "threads=x"]) == 2
-    assert "threads" in HNeRVCodec.params[13].name and any(p.name == "embed_ch" for p in HNeRVCodec.params)
+    assert any(p.name == "threads" for p in HNeRVCodec.params) and any(p.name == "embed_ch" for p in HNeRVCodec.params)
 
 
 def test_huge_claimed_size_is_refused_by_the_shared_limit():

@@ -37,6 +37,8 @@ from ._shared import parser, split_names
 #: ``__name__`` is ``__main__`` when it runs as a worker itself.
 _WORKER_MODULE = "neurocodec.bench.suites.video"
 BUILTIN = ("carphone", "bunny")
+#: built-in clips that ``all`` leaves out: the paper's setting, for a GPU (``benchmarks/video/gpu.sh``)
+GPU_CLIPS = ("bunny1280",)
 CODECS = ("x264", "x265", "svtav1", "hnerv", "nerv")
 
 CLASSICAL = {
@@ -44,7 +46,9 @@ CLASSICAL = {
     "x265": {"preset": "slow", "crf": [23, 28, 33, 38, 43, 48]},
     "svtav1": {"preset": "4", "crf": [35, 42, 49, 56, 63]},
 }
-FULL_BPP = {"carphone": [0.06, 0.1, 0.16, 0.25], "bunny": [0.03, 0.06, 0.1, 0.16]}
+FULL_BPP = {"carphone": [0.06, 0.1, 0.16, 0.25], "bunny": [0.03, 0.06, 0.1, 0.16],
+            # about the paper's 0.35 / 0.75 / 1.5 / 3 M-parameter Bunny models at 132 frames of 1280x640
+            "bunny1280": [0.025, 0.05, 0.1, 0.2]}
 USER_BPP = FULL_BPP["carphone"]  # a clip given by path: the carphone targets
 QUICK_BPP = [0.25, 0.5]  # --quick (8 frames): above the smallest reachable rate of both clips
 #: Learning rates: each codec gets its own best of ``LR_GRID`` on each clip, from a screen at equal
@@ -63,7 +67,7 @@ def load_clip(name: str, quick: bool) -> np.ndarray:
     (``quick``: the first 8 frames)."""
     from neurocodec import datasets
 
-    if name not in BUILTIN:
+    if name not in BUILTIN + GPU_CLIPS:
         from neurocodec.io import read_video
 
         return np.ascontiguousarray(read_video(name, max_frames=8 if quick else None))
@@ -74,6 +78,8 @@ def load_clip(name: str, quick: bool) -> np.ndarray:
 
         src = datasets.load("bunny")  # 132 x 720 x 1280 -> 180 x 320 (area resampling)
         clip = np.stack([np.asarray(Image.fromarray(f).resize((320, 180), Image.Resampling.BOX)) for f in src])
+    elif name == "bunny1280":
+        clip = datasets.load("bunny")[:, 40:680]  # 132 x 720 x 1280 -> the paper's centre crop, 640 x 1280
     return np.ascontiguousarray(clip[:8] if quick else clip)
 
 
@@ -229,16 +235,103 @@ def plot(dataset: str, curves: dict[str, list[dict]], path: Path) -> None:
     save_figure(rd_figure([(docs, "bpp", y, None) for y in ys], title=f"video: {dataset}"), path, dpi=100)
 
 
+# ------------------------------------------------------------------------------ throughput
+#: the throughput run: HNeRV at this many values (carphone's 0.1 bpp point), each way, and NeRV at
+#: the same size; equal epochs
+THROUGHPUT_VALUES = 36773
+THROUGHPUT_EPOCHS = 30
+
+
+def throughput(source: str, args: argparse.Namespace) -> dict:
+    """Training throughput at equal model and epochs, in this process at one torch thread: HNeRV
+    through the encoder every step (``encoder_share=1``), HNeRV with its latent phase (the default)
+    and NeRV at the same size. Reports epochs per CPU-minute (``time.process_time``) and per
+    wall-minute, and PSNR against seconds per epoch (the PSNR-against-wall-clock curve); writes
+    ``throughput.json`` and ``psnr_vs_time.png`` beside the dataset's results."""
+    import torch
+
+    from neurocodec.bench.results import default_results_dir, environment
+    from neurocodec.codecs.hnerv.codec import plan
+    from neurocodec.codecs.hnerv.model import model_values
+    from neurocodec.codecs.hnerv.train import FitConfig, fit
+
+    dataset = clip_label(source)
+    clip = load_clip(source, args.quick)
+    epochs = 2 if args.quick else (args.epochs or THROUGHPUT_EPOCHS)
+    size = 4000 if args.quick else THROUGHPUT_VALUES
+    runs = {"hnerv (encoder every step)": ("hnerv", 1.0), "hnerv (latent phase, default)": ("hnerv", None),
+            "nerv": ("nerv", None)}
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # this process's own setting: the library never changes it for good
+    rows = {}
+    try:
+        for label, (kind, share) in runs.items():
+            arch = plan(kind, clip.shape, target_params=size, **({"reduce": 2.0} if kind == "nerv" else {}))
+            cfg = FitConfig(epochs=epochs, prune=0.0, device="cpu", seed=0,
+                            **({"encoder_share": share} if share is not None else {}))
+            c0, w0 = time.process_time(), time.monotonic()
+            res = fit(clip, arch, cfg)
+            cpu, wall = time.process_time() - c0, time.monotonic() - w0
+            seconds = np.cumsum([h[3] for h in res.history])
+            rows[label] = {"codec": kind, "values": model_values(arch), "epochs": epochs,
+                           "encoder_epochs": res.encoder_epochs if kind == "hnerv" else 0,
+                           "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
+                           "epochs_per_cpu_min": round(60 * epochs / cpu, 2),
+                           "epochs_per_wall_min": round(60 * epochs / wall, 2), "lr": res.lr,
+                           "psnr_float": round(res.psnr_train, 3),
+                           "curve": [[round(float(t), 2), round(10 * np.log10(1 / max(h[2], 1e-12)), 3)]
+                                     for t, h in zip(seconds, res.history)]}
+            r = rows[label]
+            print(f"{label:32s} {r['values']} values: {r['epochs_per_cpu_min']:.1f} epochs/CPU-min "
+                  f"({r['epochs_per_wall_min']:.1f}/wall-min), {r['psnr_float']:.2f} dB after {epochs} epochs", flush=True)
+    finally:
+        torch.set_num_threads(old)
+    base_key = "hnerv (encoder every step)"
+    for r in rows.values():
+        r["speed_vs_encoder_every_step"] = round(r["epochs_per_cpu_min"] / rows[base_key]["epochs_per_cpu_min"], 3)
+    doc = {"description": f"training throughput on {dataset} ({clip.shape[0]} frames {clip.shape[2]}x{clip.shape[1]}), "
+                          f"equal model ({size} values) and epochs ({epochs}), no pruning, one torch thread, seed 0",
+           "runs": rows, "quick": args.quick, "environment": environment()}
+    out_dir = Path(args.out_dir) if args.out_dir else default_results_dir(args.quick)
+    base = out_dir / "video" / dataset
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "throughput.json").write_text(json.dumps(doc, indent=1))
+    _plot_curves(dataset, rows, base / "psnr_vs_time.png")
+    print(f"results: {base / 'throughput.json'}", flush=True)
+    return doc
+
+
+def _plot_curves(dataset: str, rows: dict[str, dict], path: Path) -> None:
+    """Float PSNR of the fit against its training seconds, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..plot import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, r in rows.items():
+        xs, ys = zip(*r["curve"]) if r["curve"] else ((), ())
+        ax.plot(xs, ys, marker=".", label=f"{label}, {r['values']} values")
+    ax.set_xlabel("training seconds (one CPU thread)")
+    ax.set_ylabel("PSNR during training, dB")
+    ax.set_title(f"{dataset}: PSNR against training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path, dpi=100)
+
+
 # ------------------------------------------------------------------------------------ main
 def clip_label(source: str) -> str:
     """The dataset name of a clip: a built-in name as it is, a file by its name without suffix."""
-    return source if source in BUILTIN else Path(source).stem
+    return source if source in BUILTIN + GPU_CLIPS else Path(source).stem
 
 
 def _cache_key(source: str) -> str:
     """The cache folder of a clip: a file's name plus a digest of its bytes, so two clips with one
     name (or an edited clip) never share cached RD points."""
-    if source in BUILTIN:
+    if source in BUILTIN + GPU_CLIPS:
         return source
     import hashlib
 
@@ -283,27 +376,32 @@ def bench_dataset(source: str, args: argparse.Namespace) -> dict:
     # 8 quick frames cannot hold the full targets (the smallest HNeRV file is about 0.14 bpp there)
     bpps = QUICK_BPP if args.quick else FULL_BPP.get(source, USER_BPP)
     neural = [c for c in ("hnerv", "nerv") if c in args.codecs]
-    lr = lr_screen(source, clip_path, cache, args, base) if neural else {}
+    lr = lr_screen(source, clip_path, cache, args, base) if neural and args.lr == "screen" else {}
+    extra = _codec_sets(args.set)
     curves.update({c: [] for c in neural})
     pairs = []
     for bpp in bpps:
-        common = {"epochs": epochs, "seed": 0, "device": "cpu"}
+        common = {"epochs": epochs, "seed": 0, "device": args.device}
         h = None
         if "hnerv" in neural:
-            h = run_point({"codec": "hnerv", "clip": str(clip_path), "params": {**common, "target_bpp": bpp, "lr": lr["hnerv"]},
-                           "decode": {"device": "cpu"}}, cache)
+            h = run_point({"codec": "hnerv", "clip": str(clip_path),
+                           "params": {**common, "target_bpp": bpp, **_lr(lr, "hnerv"), **extra["hnerv"]},
+                           "decode": {"device": args.device}}, cache)
             if h is None:
                 continue
             curves["hnerv"].append(h)
-            save(dataset, "hnerv", curves["hnerv"], _desc("hnerv", epochs, T, lr), args.quick, out_dir)
+            save(dataset, "hnerv", curves["hnerv"], _desc("hnerv", epochs, T, lr, extra), args.quick, out_dir)
         if "nerv" in neural:
-            params = {**common, "lr": lr["nerv"]}
-            params.update({"target_params": h["fit"]["model_values"]} if h else {"target_bpp": bpp})
-            n = run_point({"codec": "nerv", "clip": str(clip_path), "params": params, "decode": {"device": "cpu"}}, cache)
+            params = {**common, **_lr(lr, "nerv"), **extra["nerv"]}
+            # equal size and the HNeRV point's weight depth (its quantization-aware fine-tune too)
+            params.update({"target_params": h["fit"]["model_values"], "weight_bits": h["fit"]["weight_bits"]}
+                          if h else {"target_bpp": bpp})
+            n = run_point({"codec": "nerv", "clip": str(clip_path), "params": params, "decode": {"device": args.device}},
+                          cache)
             if n is None:
                 continue
             curves["nerv"].append(n)
-            save(dataset, "nerv", curves["nerv"], _desc("nerv", epochs, T, lr), args.quick, out_dir)
+            save(dataset, "nerv", curves["nerv"], _desc("nerv", epochs, T, lr, extra), args.quick, out_dir)
             if h:
                 pairs.append({"target_bpp": bpp, "epochs": epochs,
                               "hnerv_values": h["fit"]["model_values"], "nerv_values": n["fit"]["model_values"],
@@ -318,7 +416,7 @@ def bench_dataset(source: str, args: argparse.Namespace) -> dict:
     if pairs:
         summary["hnerv_minus_nerv_db_mean"] = float(np.mean([p["delta_db"] for p in pairs]))
     if "hnerv" in curves and curves["hnerv"]:
-        save(dataset, "hnerv", curves["hnerv"], _desc("hnerv", epochs, T, lr), args.quick, out_dir,
+        save(dataset, "hnerv", curves["hnerv"], _desc("hnerv", epochs, T, lr, extra), args.quick, out_dir,
              extra={"bd": summary["bd"], "vs_nerv": pairs})
     # the summary lives in hnerv.json's "extra" and in table.md: every *.json here is a results document
     base.mkdir(parents=True, exist_ok=True)
@@ -409,11 +507,34 @@ def _sci(x: float) -> str:
     return f"{m}e{int(e)}"
 
 
-def _desc(codec: str, epochs: int, T: int, lr: dict[str, float]) -> str:
-    return (f"{codec}: {epochs} epochs (+10% pruned fine-tune) on CPU with 1 thread, Adam lr {_sci(lr[codec])} "
-            "(best of the lr screen) warm-up + cosine, "
-            f"batch 2, 10% global pruning, 8-bit weights" + (", 6-bit embeddings" if codec == "hnerv" else "")
-            + f"; {T} frames; bits = whole .ncx")
+def _lr(lr: dict[str, float], codec: str) -> dict[str, float]:
+    """The screened step of ``codec`` as a parameter, or nothing (the codec's own default)."""
+    return {"lr": lr[codec]} if codec in lr else {}
+
+
+def _codec_sets(items: list[str]) -> dict[str, dict]:
+    """``--set hnerv.encoder_share=1`` items as per-codec parameters (values parsed as JSON when they can be)."""
+    out: dict[str, dict] = {"hnerv": {}, "nerv": {}}
+    for item in items:
+        key, sep, value = item.partition("=")
+        codec, dot, name = key.partition(".")
+        if not sep or not dot or codec not in out or not name:
+            raise InputError(f"--set wants CODEC.KEY=VALUE with CODEC hnerv or nerv, got {item!r}")
+        try:
+            out[codec][name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[codec][name] = value
+    return out
+
+
+def _desc(codec: str, epochs: int, T: int, lr: dict[str, float], extra: dict[str, dict] | None = None) -> str:
+    step = (f"Adam lr {_sci(lr[codec])} (best of the lr screen)" if codec in lr
+            else "Adam at the codec's default lr (default_lr of the planned iterations and model size)")
+    return (f"{codec}: {epochs} epochs (+10% pruned fine-tune) on CPU with 1 thread, {step}, warm-up + cosine, "
+            "batch 2, 10% global pruning, quantization-aware fine-tune, precision search"
+            + (", latent phase after 10% of the epochs" if codec == "hnerv" else "")
+            + f"; {T} frames; bits = whole .ncx"
+            + (f"; overrides {json.dumps(extra[codec], sort_keys=True)}" if extra and extra.get(codec) else ""))
 
 
 def _print(name: str, pts: list[dict]) -> None:
@@ -435,8 +556,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="point cache (default /tmp/neurocodec_video_bench; --quick: a fresh temporary folder)")
     ap.add_argument("--out-dir", "--out", dest="out_dir", default=None,
                     help="results root (default: see neurocodec.bench.results.default_results_dir)")
+    ap.add_argument("--lr", choices=("default", "screen"), default="default",
+                    help="neural points at each codec's default lr (default), or at the best of a per-clip screen")
+    ap.add_argument("--set", action="append", default=[], metavar="CODEC.KEY=VALUE",
+                    help="extra parameter of the hnerv or nerv points (ablations), e.g. hnerv.encoder_share=1")
     ap.add_argument("--screen", action="store_true",
                     help="only the learning-rate screen of hnerv and nerv (lr_screen.json), no RD points")
+    ap.add_argument("--device", default="cpu", help="training and decoding device of the neural points "
+                    "(cpu, cuda, cuda:N); the GPU recipe is benchmarks/video/gpu.sh")
+    ap.add_argument("--throughput", action="store_true",
+                    help="only the training-throughput run (epochs per CPU-minute, PSNR against time)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -449,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.data:  # not split at commas: a file name may hold one
         if item == "all":
             sources += BUILTIN
-        elif item in BUILTIN:
+        elif item in BUILTIN + GPU_CLIPS:
             sources.append(item)
         elif Path(item).is_file():
             sources.append(str(Path(item).resolve()))
@@ -463,7 +592,10 @@ def main(argv: list[str] | None = None) -> int:
         args.cache = tempfile.mkdtemp(prefix="neurocodec_video_quick_") if args.quick else "/tmp/neurocodec_video_bench"
     args.cache = str(Path(args.cache).resolve())  # the workers run in another folder
     for source in dict.fromkeys(sources):
-        bench_dataset(source, args)
+        if args.throughput:
+            throughput(source, args)
+        else:
+            bench_dataset(source, args)
     return 0
 
 

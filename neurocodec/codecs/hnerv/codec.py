@@ -2,14 +2,16 @@
 
 Encode = plan the model size (rate control) -> refuse a target below the smallest reachable rate
 (before any training) -> fit (:mod:`.train`, imported only by an encode: encoding is training here,
-decoding never is) -> prune + fine-tune -> quantize the decoder (symmetric, per channel where
+decoding never is; HNeRV's embeddings become free parameters after the first ``encoder_share`` of
+the epochs, so most steps skip the encoder) -> prune + a quantization-aware fine-tune (straight-through
+steps at the planned bit depths) -> quantize the decoder (symmetric, per channel where
 channels are large enough, else per tensor, so pruned weights stay exactly 0) and, for HNeRV, the
 embeddings (affine per embedding channel) -> arithmetic-code weights and embeddings with two
 separate empirical tables (:func:`neurocodec.entropy.encode_symbols`).
 
 Rate control (``quality``, ``target_bpp``, ``target_bytes``) lands in two steps. Before training,
 :func:`plan` picks the largest first width (and, for HNeRV, the embedding channels) whose
-*estimated* file fits the target at 8-bit weights and 6-bit embeddings (bits per value measured on
+*estimated* file fits the target at ``PLAN_BITS`` (6-bit weights, 5-bit embeddings) (bits per value measured on
 fitted models; container, header, scales and count tables counted exactly or bounded). After the
 fit, :func:`choose_precision` measures the real file for every weight depth in ``WBITS`` and
 embedding depth in ``EBITS`` (quantization + entropy coding are cheap next to training) and keeps,
@@ -70,6 +72,14 @@ if TYPE_CHECKING:  # the training code is imported by an encode only, never by d
 #: ``quality`` presets: target bits per pixel of the whole file (the planner picks the model size)
 QUALITY_BPP: dict[int, float] = {1: 0.02, 2: 0.035, 3: 0.05, 4: 0.08, 5: 0.12, 6: 0.18, 7: 0.27, 8: 0.4}
 DEFAULT_QUALITY = 4
+#: (weight, embedding) bit depths the planner sizes the model for, and the quantization-aware
+#: fine-tune trains at, unless ``weight_bits`` / ``embed_bits`` are given. 6/5 rather than the
+#: official 8/6: on carphone (120 frames, 0.1 bpp, 60 epochs) planning at 6/5 gave a 57.5k-value
+#: model at 0.1007 bpp and 30.84 dB, planning at 8/6 a 36.8k-value one at 0.0847 bpp and 30.22 dB
+#: (+0.62 dB for +19 % bits, about twice the curve's slope there)
+PLAN_BITS = (6, 5)
+#: bit depths of a file without a byte target (``width0`` or ``target_params``), unless given
+FIXED_BITS = (8, 6)
 #: fraction of the budget HNeRV spends on embeddings when ``embed_ch`` is not given
 EMBED_SHARE = 0.12
 #: bit depths the precision search may use (weights, embeddings); explicit values may go outside
@@ -261,6 +271,7 @@ def plan(
     embed_ch: int | None = None,
     budget: Budget | None = None,
     fps: float = 25.0,
+    bits: tuple[int, int] | None = None,
     **arch_fields: Any,
 ) -> Arch:
     """The architecture for a clip of ``shape`` (T,H,W[,3]) under the given rate control.
@@ -283,8 +294,9 @@ def plan(
             size_of = budget.bytes
             embed_bits = budget.embed_bits
         else:
-            size_of = lambda a: estimate_bytes(a, 8, 6, fps)  # noqa: E731
-            embed_bits = _BITS_PER_EMBED_AT_6
+            wb, eb = bits or PLAN_BITS
+            size_of = lambda a: estimate_bytes(a, wb, eb, fps)  # noqa: E731
+            embed_bits = max(_BITS_PER_EMBED_AT_6 + (eb - 6), 1.0)
     if kind == "hnerv" and embed_ch is None:
         share = EMBED_SHARE * nbytes * 8 / (embed_bits * T * h0 * w0)
         arch.embed_ch = int(min(16, max(1, round(share))))
@@ -407,9 +419,9 @@ def choose_precision(model: torch.nn.Module, arch: Arch, embed: np.ndarray | Non
     when given) and keep the best-PSNR one (on ``SEARCH_FRAMES`` frames) among those within
     ``-RATE_TOLERANCE .. +SELECT_ABOVE`` of ``target``; without any, the one closest to the target
     in ratio. ``make_file(wbits, ebits, sections) -> bytes`` is the file the encode would write.
-    Without a target: 8/6 bits (or the given ones)."""
+    Without a target: ``FIXED_BITS`` (or the given ones)."""
     if target is None:
-        wl, el = [8 if wbits is None else wbits], [6 if ebits is None else ebits]
+        wl, el = [FIXED_BITS[0] if wbits is None else wbits], [FIXED_BITS[1] if ebits is None else ebits]
     else:
         wl = list(WBITS) if wbits is None else [wbits]
         el = list(EBITS) if ebits is None else [ebits]
@@ -494,6 +506,8 @@ _COMMON: tuple[Param, ...] = (
     Param("prune", "float", 0.1, "fraction of decoder weights pruned before the fine-tune", lo=0.0, hi=0.99),
     Param("finetune_epochs", "int", None, "fine-tune epochs after pruning; none: epochs // 10", lo=0,
           nullable=True),
+    Param("qat", "bool", True, "quantization-aware fine-tune (straight-through steps at weight_bits / embed_bits, "
+          "or 8 / 6) after pruning"),
     Param("seed", "int", 0, "seed of the initial weights and batch order", lo=0, hi=2**62),
     Param("checkpoint", "path", None, "checkpoint file: written every epoch, resumed from when it exists",
           nullable=True),
@@ -543,15 +557,22 @@ class _NeuralVideoCodec(Codec):
                     f"{self.name} cannot make a file of {target:.0f} bytes ({target * 8 / pixels:.4f} bpp) for this "
                     f"{frames.shape[0]}x{frames.shape[1]}x{frames.shape[2]} clip: the smallest reachable rate is "
                     f"{floor * 8 / pixels:.4f} bpp ({floor:.0f} bytes); ask for at least that, or give more frames")
-        arch = plan(self.model_kind, frames.shape, fps=fps, **rate, **arch_fields)
+        default_bits = PLAN_BITS if target is not None else FIXED_BITS  # what the file will use
+        bits = (v["weight_bits"] or default_bits[0], v["embed_bits"] or default_bits[1])
+        arch = plan(self.model_kind, frames.shape, fps=fps, bits=bits, **rate, **arch_fields)
         cfg = FitConfig(progress=progress, threads=threads,
                         **{k: v[k] for k in ("epochs", "time_budget", "lr", "batch", "prune", "finetune_epochs",
-                                             "seed", "checkpoint", "device")})
+                                             "seed", "checkpoint", "device")},
+                        qat_bits=bits if v["qat"] else None,
+                        **({"encoder_share": v["encoder_share"]} if v.get("encoder_share") is not None else {}))
         with torch_threads(threads):  # the whole encode, so the bytes never depend on the caller's count
             cfg.time_reserve = time.monotonic() - t0
             result = fit(frames, arch, cfg)
             model = result.model.cpu().float()  # this encode's own model: moving it touches nobody else's
-            embed = embeddings(model, frames) if arch.kind == "hnerv" else None
+            if arch.kind != "hnerv":
+                embed = None
+            else:  # the latents the fit optimised, or (no latent phase) the encoder's output
+                embed = result.latents if result.latents is not None else embeddings(model, frames)
 
             def make_file(wb: int, eb: int, sections: dict[str, bytes]) -> bytes:
                 return ncx.pack(ncx.Container(self.name, self.version, make_header(frames.shape, fps, arch, wb, eb),
@@ -589,6 +610,7 @@ class _NeuralVideoCodec(Codec):
             "params": decoder_params(arch), "embed_values": embed_values(arch),
             "model_values": model_values(arch), "width0": arch.width0, "embed_ch": arch.embed_ch if arch.kind == "hnerv" else 0,
             "epochs": stats["epochs"], "finetune_epochs": stats["finetune_epochs"],
+            "encoder_epochs": stats["encoder_epochs"],
             "prune": cfg.prune, "lr": stats["lr"], "lr_auto": stats["lr_auto"], "threads": stats["threads"],
             "restarts": stats["restarts"], "warnings": stats["warnings"],
             "seconds": round(seconds, 2), "fit_seconds": stats["seconds"],
@@ -621,6 +643,9 @@ class HNeRVCodec(_NeuralVideoCodec):
         Param("embed_ch", "int", None, "embedding channels; none: about 12 % of the budget", lo=1, hi=256,
               nullable=True),
         Param("enc_width", "int", 32, "encoder width (not transmitted)", lo=1, hi=1024),
+        Param("encoder_share", "float", None, "fraction of the training epochs run through the encoder; after "
+              "them the embeddings are optimised directly (decoder-only steps, about 3x cheaper); 1: always "
+              "the encoder; none: the screened default (train.ENCODER_SHARE)", lo=0.001, hi=1.0, nullable=True),
         Param("ks_min", "int", 1, "first decoder kernel size", lo=1, hi=9),
         Param("ks_max", "int", 5, "largest decoder kernel size", lo=1, hi=9),
         Param("reduce", "float", 1.2, "width divisor per decoder stage", lo=1.0, hi=8.0),

@@ -358,6 +358,22 @@ class Model(nn.Module):
         self.to_empty(device="cpu")
         self.decoder.reset_buffers()
         init_parameters(self, torch.Generator().manual_seed(0) if generator is None else generator)
+        # HNeRV: one embedding per frame as free parameters (T,C,h0,w0, zeros until a fit fills them
+        # from the encoder and then optimises them directly: decoder-only steps, see .train)
+        self.latents = nn.Parameter(torch.zeros(arch.embed_shape())) if arch.kind == "hnerv" else None
+
+    @torch.no_grad()
+    def fill_latents(self, frames: torch.Tensor, batch: int = 8) -> None:
+        """Set :attr:`latents` to the encoder's embeddings of ``frames`` (T,3,H,W uint8, on the
+        model's device): the start of a fit's latent phase."""
+        assert self.latents is not None
+        for i in range(0, frames.shape[0], batch):
+            self.latents[i : i + batch] = self.embed(frames[i : i + batch].float().div_(255.0))
+
+    def decode_latents(self, index: torch.Tensor) -> torch.Tensor:
+        """Frames ``index`` from the free embeddings (the latent phase's forward pass)."""
+        assert self.latents is not None
+        return self.decoder(self.latents[index])
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """N,3,H,W in [0,1] -> embeddings (edge-padded to a multiple of the total stride)."""
@@ -396,6 +412,8 @@ def init_parameters(module: nn.Module, generator: torch.Generator) -> None:
             m.reset_parameters()  # ones and zeros: no random numbers
         elif isinstance(m, ConvNeXtBlock):
             m.gamma.fill_(1e-6)
+        elif isinstance(m, Model):
+            pass  # its own parameter is the latents, zeros until a fit fills them
         elif any(True for _ in m.parameters(recurse=False)):  # a new layer type: say so, never leave garbage
             raise TypeError(f"init_parameters does not know how to initialise {type(m).__name__}")
 

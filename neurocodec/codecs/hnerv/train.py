@@ -74,7 +74,7 @@ from .model import Arch, Model, frame_times
 SPIKE = 1.5
 #: model-file kind and format version of a training checkpoint
 CHECKPOINT_KIND = "hnerv-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the model holds HNeRV's free latents; the recipe has encoder_share
 #: the fine-tune's batch orders are drawn with epoch numbers offset by this (distinct from training's)
 _FINETUNE_EPOCH_OFFSET = 10_000
 #: a fit whose PSNR is within this many dB of the mean-colour baseline after the warm-up has collapsed
@@ -95,11 +95,25 @@ RESTART_LR_FACTOR = 0.25
 RESERVE_EPOCHS = 0.6
 #: initial weights of restart k come from seed + k * _RESTART_SEED_STRIDE
 _RESTART_SEED_STRIDE = 7919
+#: HNeRV: fraction of the training epochs that run the encoder; after them the embeddings become
+#: free parameters (decoder-only steps). From the carphone screen (benchmarks/video/latent_screen.py)
+ENCODER_SHARE = 0.1
+#: ...but never fewer encoder iterations than this: latents taken from a barely trained encoder start
+#: the decoder-only phase badly (an 8-frame 32x32 fit of 120 iterations lost 4 dB switching at 12;
+#: the bikes screen switched well after 144)
+MIN_ENCODER_ITERS = 100
+#: planning guess, under a time budget and before the switch, of a latent epoch's cost relative to an
+#: encoder epoch (one carphone step: 0.019 s decoder-only against 0.059 s through the encoder)
+LATENT_COST = 0.35
+#: the fine-tune (after pruning) is quantization-aware at these (weight, embedding) bit depths: the
+#: codec's defaults, which the precision search then starts from
+QAT_BITS: tuple[int, int] | None = (8, 6)
 
 
 # ------------------------------------------------------------------------- defaults that fit
-def default_lr(kind: str, iterations: int, values: int) -> float:
-    """Adam step for a fit of ``iterations`` steps of a model with ``values`` transmitted values.
+def default_lr(kind: str, iterations: int, values: int, latent: bool = False) -> float:
+    """Adam step for a fit of ``iterations`` steps of a model with ``values`` transmitted values
+    (``latent``: HNeRV with a latent phase, see below).
 
     From ``benchmarks/results/video/bikes/lr_budget_screen.json`` (a 16-frame bikes crop, never a
     reported clip; 80-720 iterations): HNeRV's best step was 5e-3..1e-2 at 44k values and 5e-3 at
@@ -109,14 +123,25 @@ def default_lr(kind: str, iterations: int, values: int) -> float:
     1e-3. So ``lr = LR_REF * (values / 50000) ** -size_exp * min(1, (iterations / LR_FLAT_ITERS) ** -0.5)``,
     clamped to ``[LR_MIN, LR_MAX]``. The committed carphone screen preferred larger steps (4e-2
     at 1200 iterations, 1.3 dB over 1e-2): a safe default costs that on easy clips, and
-    ``lr`` stays a parameter; a fit that collapses anyway is restarted (see :func:`fit`)."""
-    ref, size_exp = _LR_RULE[kind]
-    lr = ref * (max(values, 1) / 50000.0) ** -size_exp * min(1.0, (max(iterations, 1) / LR_FLAT_ITERS) ** -0.5)
+    ``lr`` stays a parameter; a fit that collapses anyway is restarted (see :func:`fit`).
+
+    HNeRV with a latent phase (the default, ``encoder_share`` < 1) takes larger steps, and they do
+    not shrink with the length of the fit: ``benchmarks/results/video/bikes/latent_screen.json``
+    (48 bikes frames, 1440 iterations) had 2e-2 best at 46k values (28.0 dB against 26.9 at 1e-2) and
+    1e-2 at 81k (29.2; 2e-2 was knocked out and halved by the spike guard: 26.1), and a 120-frame
+    carphone fit of 6840 iterations at 37k values gained 0.7 dB from 8e-3 to 2e-2. So
+    ``lr = 1.84e-2 * (values / 50000) ** -1`` there, clamped like the others."""
+    ref, size_exp, decay = _LR_RULE["hnerv-latent" if latent and kind == "hnerv" else kind]
+    lr = ref * (max(values, 1) / 50000.0) ** -size_exp
+    if decay:
+        lr *= min(1.0, (max(iterations, 1) / LR_FLAT_ITERS) ** -0.5)
     return float(min(LR_MAX, max(LR_MIN, lr)))
 
 
-#: per codec: (lr at 50k values within the screened range, exponent on the model size)
-_LR_RULE: dict[str, tuple[float, float]] = {"hnerv": (0.01, 0.5), "nerv": (0.01, 0.0)}
+#: per codec: (lr at 50k values within the screened range, exponent on the model size, whether it
+#: falls with the iterations past LR_FLAT_ITERS)
+_LR_RULE: dict[str, tuple[float, float, bool]] = {"hnerv": (0.01, 0.5, True), "nerv": (0.01, 0.0, True),
+                                                   "hnerv-latent": (0.0184, 1.0, False)}
 LR_FLAT_ITERS = 1000
 LR_MIN, LR_MAX = 1e-3, 0.04
 
@@ -177,6 +202,8 @@ class FitConfig:
     device: str = "auto"
     threads: int | None = None  # torch threads during the fit (None: OMP_NUM_THREADS or 1)
     time_reserve: float = 0.0  # seconds of the budget already spent by the caller (the encode's set-up)
+    encoder_share: float = ENCODER_SHARE  # HNeRV: training epochs through the encoder (the rest: free latents)
+    qat_bits: tuple[int, int] | None = QAT_BITS  # (weight, embedding) bits of a quantization-aware fine-tune
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -193,11 +220,14 @@ class FitConfig:
             raise UsageError("finetune_epochs must be >= 0")
         if not isinstance(self.seed, int):
             raise UsageError(f"seed must be an integer, got {self.seed!r}")
+        if not 0.0 < self.encoder_share <= 1.0:
+            raise UsageError(f"encoder_share must be in (0, 1], got {self.encoder_share!r}")
 
     def recipe(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed (the wall-clock budget may differ)."""
         return {"epochs": self.epochs, "seed": self.seed, "lr": self.lr, "batch": self.batch, "warmup": self.warmup,
-                "prune": self.prune, "finetune_epochs": self.finetune_epochs}
+                "prune": self.prune, "finetune_epochs": self.finetune_epochs, "encoder_share": self.encoder_share,
+                "qat_bits": list(self.qat_bits) if self.qat_bits else None}
 
 
 @dataclass
@@ -216,10 +246,13 @@ class FitResult:
     baseline_psnr: float = 0.0  # the mean-colour PSNR of the clip
     lr_auto: bool = True  # whether the step came from default_lr
     threads: int = 1
+    latents: np.ndarray | None = None  # HNeRV: the optimised embeddings (T,C,h0,w0) after a latent phase
+    encoder_epochs: int = 0  # training epochs that ran the encoder (all of them without a latent phase)
 
     def stats(self) -> dict[str, Any]:
         """The fit's statistics as JSON-able values (what an encode's report carries)."""
-        return {"epochs": self.epochs, "finetune_epochs": self.finetune_epochs, "lr": self.lr,
+        return {"epochs": self.epochs, "finetune_epochs": self.finetune_epochs, "encoder_epochs": self.encoder_epochs,
+                "lr": self.lr,
                 "lr_auto": self.lr_auto, "threads": self.threads,
                 "seconds": round(self.seconds, 2), "psnr_float": round(self.psnr_train, 4),
                 "baseline_psnr": round(self.baseline_psnr, 3), "restarts": list(self.restarts),
@@ -272,28 +305,34 @@ class Schedule:
     def total(self) -> int:
         return self.train + self.finetune
 
-    per_epoch: float = 0.0  # measured seconds per training epoch (time budget only)
+    per_epoch: float = 0.0  # measured seconds per epoch of the current kind (time budget only)
+    per_encoder_epoch: float = 0.0  # measured seconds per epoch through the encoder
 
-    def after_epoch(self, phase: str, done: int, train_epochs_run: int, elapsed: float, cfg: FitConfig,
-                    device: torch.device, attempt_start: float = 0.0) -> None:
-        """Re-plan after an accepted epoch (``elapsed``: seconds since the fit began;
-        ``attempt_start``: when the current attempt began, after a collapse restart).
+    def after_epoch(self, phase: str, done: int, elapsed: float, cfg: FitConfig, device: torch.device, *,
+                    per_epoch: float, encoder_left: int = 0, latent_cost: float = 1.0, latent: bool = False) -> None:
+        """Re-plan after an accepted epoch (``elapsed``: seconds since the fit began; ``per_epoch``:
+        the measured seconds of an epoch of the kind now running; ``encoder_left``: HNeRV epochs
+        still to run through the encoder before the latent phase, each latent epoch costing
+        ``latent_cost`` of ``per_epoch``; ``latent``: the epoch just run was a latent one).
 
         The budget left (``time_budget`` minus what the caller spent before the fit, minus
-        ``RESERVE_EPOCHS`` epochs for the work after it) is divided by the measured epoch time;
+        ``RESERVE_EPOCHS`` encoder epochs for the work after it) is divided by the epoch times;
         the fine-tune stops before an epoch that would not fit."""
         if cfg.time_budget is None:
             return
+        self.per_epoch = per = max(per_epoch, 1e-6)
+        if not latent or not self.per_encoder_epoch:
+            self.per_encoder_epoch = per
+        cheap = per * latent_cost  # seconds of an epoch after the switch
+        budget = cfg.time_budget - cfg.time_reserve - RESERVE_EPOCHS * self.per_encoder_epoch
         if phase == "train":
-            self.per_epoch = (elapsed - attempt_start) / max(train_epochs_run, 1)
-        per = max(self.per_epoch, 1e-6)
-        budget = cfg.time_budget - cfg.time_reserve - RESERVE_EPOCHS * per
-        if phase == "train":
-            more = max(int((budget - elapsed) / per), 0)  # epochs that still fit
+            left = budget - elapsed
+            encoder = min(encoder_left, max(int(left / per), 0))
+            more = encoder + max(int((left - encoder * per) / cheap), 0)  # epochs that still fit
             ft_new = min(self.finetune_default, max(1, (done + more) // 11)) if self.finetune_default else 0
             self.train = int(_broadcast(float(max(done, min(cfg.epochs, done + more - ft_new))), device))
             self.finetune = int(_broadcast(float(ft_new), device))
-        elif _broadcast(float(elapsed + per > budget), device):
+        elif _broadcast(float(elapsed + cheap > budget), device):
             self.finetune = done
 
 
@@ -311,6 +350,10 @@ class TrainState:
     restarts: list = field(default_factory=list)  # the collapsed attempts (see fit)
     attempt_start: float = 0.0  # fit seconds at which the current attempt began
     checked: bool = False  # whether this attempt passed its after-warm-up collapse check
+    switch_at: int | None = None  # HNeRV: training epoch after which the latent phase begins
+    latent: bool = False  # whether the latent phase has begun (embeddings are free parameters)
+    mode_start: float = 0.0  # fit seconds at which the current kind of epoch began (timing)
+    mode_epochs: int = 0  # accepted epochs of that kind since then
 
     def best(self) -> float:
         """The lowest epoch loss of the current phase so far (inf when none)."""
@@ -413,7 +456,9 @@ def save_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: 
     config = {"arch": arch.to_json(), "recipe": cfg.recipe(), "phase": state.phase, "done": state.done,
               "lr_scale": state.lr_scale, "elapsed": elapsed, "planned": schedule.train,
               "ft_planned": schedule.finetune, "history": state.history, "restarts": state.restarts,
-              "attempt_start": state.attempt_start, "checked": state.checked, "tree": tree}
+              "attempt_start": state.attempt_start, "checked": state.checked, "switch_at": state.switch_at,
+              "latent": state.latent, "mode_start": state.mode_start, "mode_epochs": state.mode_epochs,
+              "per_encoder_epoch": schedule.per_encoder_epoch, "tree": tree}
     return weights.save(path, CHECKPOINT_KIND, CHECKPOINT_VERSION, config, arrays)
 
 
@@ -423,7 +468,7 @@ def load_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: 
     try:
         data = Path(path).read_bytes()
         # not weights.load: a checkpoint is read once and changes every epoch, nothing to cache
-        ckpt = weights.from_bytes(data, kind=CHECKPOINT_KIND, versions=(1, CHECKPOINT_VERSION),
+        ckpt = weights.from_bytes(data, kind=CHECKPOINT_KIND, versions=(CHECKPOINT_VERSION, CHECKPOINT_VERSION),
                                   what=f"checkpoint {path}")
     except (OSError, InputError) as exc:
         raise InputError(f"cannot use checkpoint {path} ({exc}); delete it to start over") from None
@@ -436,7 +481,9 @@ def load_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: 
         masks = None if tree["masks"] is None else [m.to(device) for m in tree["masks"]]
         state = TrainState(conf["phase"], int(conf["done"]), float(conf["lr_scale"]), float(conf["elapsed"]),
                            list(conf["history"]), masks, list(conf.get("restarts", [])),
-                           float(conf.get("attempt_start", 0.0)), bool(conf.get("checked", False)))
+                           float(conf.get("attempt_start", 0.0)), bool(conf.get("checked", False)),
+                           conf.get("switch_at"), bool(conf.get("latent", False)), float(conf.get("mode_start", 0.0)),
+                           int(conf.get("mode_epochs", 0)))
         planned, ft_planned = int(conf["planned"]), int(conf["ft_planned"])
         model_state, opt_state = tree["model"], tree["opt"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -446,6 +493,7 @@ def load_checkpoint(path: str | os.PathLike, arch: Arch, cfg: FitConfig, model: 
     opt.load_state_dict(opt_state)
     schedule = Schedule.from_config(cfg)
     schedule.train, schedule.finetune = planned, ft_planned
+    schedule.per_encoder_epoch = float(conf.get("per_encoder_epoch", 0.0))
     return state, schedule
 
 
@@ -469,6 +517,8 @@ def _wrap_ddp(model: Model, device: torch.device, world: int) -> torch.nn.Module
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    if model.latents is not None:  # no latent phase under DDP: DDP must not wait for their gradients
+        model.latents.requires_grad_(False)
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
@@ -511,11 +561,55 @@ class _Bar:
             self.bar.close()
 
 
+# ------------------------------------------------------------- quantization-aware fine-tune
+def _fake_quantized(x: torch.Tensor, bits: int, per_channel: bool, axis: int = 0, symmetric: bool = True) -> torch.Tensor:
+    """``x`` rounded to the grid the bitstream will use (:func:`neurocodec.quant.quantize`: symmetric
+    per channel or per tensor for weights, affine per channel for embeddings; float16 scales)."""
+    dims = [d for d in range(x.ndim) if d != axis] if per_channel else list(range(x.ndim))
+    if symmetric:
+        qmax = (1 << (bits - 1)) - 1
+        amax = x.abs().amax(dim=dims, keepdim=True) if dims else x.abs()
+        scale = (amax / qmax).half().float().clamp_min(1e-12)
+        return torch.round(x / scale).clamp_(-qmax, qmax) * scale
+    qmax = (1 << bits) - 1
+    lo = x.amin(dim=dims, keepdim=True).half().float()
+    scale = ((x.amax(dim=dims, keepdim=True) - lo) / qmax).half().float().clamp_min(1e-12)
+    return torch.round((x - lo) / scale).clamp_(0, qmax) * scale + lo
+
+
+@torch.no_grad()
+def _swap_in_quantized(model: Model, bits: tuple[int, int], latents: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Replace the decoder's weights (and, in the latent phase, the latents) by their quantized
+    values in place; returns ``(parameter, float value)`` pairs for :func:`_swap_back`. The step in
+    between is a straight-through one: its gradient, taken at the quantized point, updates the
+    float weights (quantization-aware training without re-wiring the modules)."""
+    from ...quant import choose_axis
+
+    saved = []
+    for p in model.decoder.parameters():
+        saved.append((p, p.detach().clone()))
+        p.copy_(_fake_quantized(p, bits[0], choose_axis(tuple(p.shape))))
+    if latents and model.latents is not None:
+        z = model.latents
+        saved.append((z, z.detach().clone()))
+        z.copy_(_fake_quantized(z, bits[1], True, axis=1, symmetric=False))  # per embedding channel
+    return saved
+
+
+@torch.no_grad()
+def _swap_back(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for p, value in saved:
+        p.copy_(value)
+
+
 # ----------------------------------------------------------------------------------------- fit
 def _train_epoch(net: torch.nn.Module, model: Model, opt: torch.optim.Optimizer, target: torch.Tensor,
                  batches: list[np.ndarray], *, first_it: int, total_its: int, base_lr: float, warmup: float,
-                 masks: list[torch.Tensor] | None, device: torch.device) -> float:
-    """One epoch over ``batches``; returns the mean loss over every rank's samples."""
+                 masks: list[torch.Tensor] | None, device: torch.device, latents: bool = False,
+                 qat: tuple[int, int] | None = None) -> float:
+    """One epoch over ``batches``; returns the mean loss over every rank's samples. ``latents``:
+    HNeRV's latent phase, the decoder runs on the free embeddings (the encoder is idle). ``qat``:
+    (weight bits, embedding bits) of a quantization-aware epoch (straight-through steps)."""
     T, kind = target.shape[0], model.arch.kind
     sq_sum, count = 0.0, 0
     net.train()
@@ -524,10 +618,13 @@ def _train_epoch(net: torch.nn.Module, model: Model, opt: torch.optim.Optimizer,
             g["lr"] = lr_at(first_it + i, total_its, base_lr, warmup)
         sel = torch.from_numpy(idx).to(device)
         y = target[sel].float().div_(255.0)
-        out = net(y if kind == "hnerv" else frame_times(sel, T))
+        saved = _swap_in_quantized(model, qat, latents) if qat else None
+        out = model.decode_latents(sel) if latents else net(y if kind == "hnerv" else frame_times(sel, T))
         loss = F.mse_loss(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if saved is not None:
+            _swap_back(saved)
         opt.step()
         if masks is not None:
             apply_masks(model, masks)
@@ -596,13 +693,60 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
     values = model_values(arch)
 
     def base_lr() -> float:
-        lr = cfg.lr if cfg.lr is not None else default_lr(arch.kind, schedule.train * steps, values)
+        lr = cfg.lr if cfg.lr is not None else default_lr(arch.kind, schedule.train * steps, values, latent_phase)
         return lr * state.lr_scale
+
+    def encoder_cap() -> float:
+        """Steps through the encoder keep the encoder-safe default step: the latent phase's larger
+        default is for decoder-only steps (2e-2 through the encoder knocked a carphone fit out)."""
+        if cfg.lr is not None or not latent_phase or state.latent:
+            return 1.0
+        its = schedule.train * steps
+        return min(1.0, default_lr(arch.kind, its, values) / default_lr(arch.kind, its, values, True))
 
     state, schedule = TrainState(), Schedule.from_config(cfg)
     if cfg.checkpoint and os.path.exists(cfg.checkpoint):
         state, schedule = load_checkpoint(cfg.checkpoint, arch, cfg, model, opt, device)
     start = time.monotonic() - state.elapsed
+    # HNeRV's latent phase: single process only (under DDP every rank would hold all the latents and
+    # the idle encoder would break DDP's gradient bookkeeping)
+    latent_phase = arch.kind == "hnerv" and world == 1 and cfg.encoder_share < 1.0
+
+    def plan_switch(per: float, elapsed: float) -> None:
+        """Fix the training epoch after which the latent phase begins: ``encoder_share`` of the
+        planned epochs; under a time budget, of the epochs the budget buys at the measured encoder
+        epoch time ``per`` and the guessed latent-epoch cost (known once the first epoch is run)."""
+        if not latent_phase or state.switch_at is not None:
+            return
+        n = schedule.train
+        if cfg.time_budget is not None:
+            if per <= 0:
+                return
+            left = cfg.time_budget - cfg.time_reserve - RESERVE_EPOCHS * per - elapsed
+            mix = cfg.encoder_share + (1.0 - cfg.encoder_share) * LATENT_COST
+            n = min(cfg.epochs, state.done + max(int(left / (per * mix)), 0))
+        # at the end of training at the latest: the fine-tune always runs on (and refines) the latents
+        state.switch_at = min(max(1, round(cfg.encoder_share * n), math.ceil(MIN_ENCODER_ITERS / steps)), max(n, 1))
+
+    def replan(elapsed: float) -> None:
+        """After an accepted epoch: the time-budget re-plan (:meth:`Schedule.after_epoch`)."""
+        per = (elapsed - state.mode_start) / max(state.mode_epochs, 1)
+        if not state.latent:
+            plan_switch(per, elapsed)
+        encoder_left = 0 if state.latent or state.switch_at is None else max(state.switch_at - state.done, 0)
+        schedule.after_epoch(state.phase, state.done, elapsed, cfg, device, per_epoch=per, encoder_left=encoder_left,
+                             latent_cost=LATENT_COST if latent_phase and not state.latent else 1.0,
+                             latent=state.latent)
+
+    def switch_to_latents() -> None:
+        """The encoder's embeddings become free parameters; from now on steps run the decoder only."""
+        nonlocal guard
+        model.fill_latents(target)
+        state.latent = True
+        state.mode_start, state.mode_epochs = time.monotonic() - start, 0
+        guard = RollbackGuard(model, opt)  # snapshots from here on hold the filled latents
+
+    plan_switch(0.0, 0.0)
 
     def checkpoint() -> None:
         if cfg.checkpoint and rank == 0:
@@ -624,12 +768,19 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
         opt.state.clear()
         state.lr_scale *= RESTART_LR_FACTOR
         state.phase, state.done, state.checked, state.masks = "train", 0, False, None
+        state.latent, state.switch_at = False, None
         state.history = [h for h in state.history if h[0] == "restart"] + [["restart", len(state.restarts), 0.0, 0.0]]
         state.attempt_start = time.monotonic() - start
+        state.mode_start, state.mode_epochs = state.attempt_start, 0
         schedule.train, schedule.finetune = Schedule.from_config(cfg).train, Schedule.from_config(cfg).finetune
-        if cfg.time_budget is not None and schedule.per_epoch > 0:
-            schedule.after_epoch("train", 0, 1, state.attempt_start + schedule.per_epoch, cfg, device,
-                                 attempt_start=state.attempt_start)
+        per = schedule.per_encoder_epoch
+        if cfg.time_budget is not None and per > 0:
+            plan_switch(per, state.attempt_start)
+            schedule.after_epoch("train", 0, state.attempt_start + per, cfg, device, per_epoch=per,
+                                 encoder_left=0 if state.switch_at is None else state.switch_at,
+                                 latent_cost=LATENT_COST if latent_phase else 1.0)
+        else:
+            plan_switch(0.0, 0.0)
         guard = RollbackGuard(model, opt)
         checkpoint()
 
@@ -657,8 +808,9 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
         mse = _train_epoch(
             net, model, opt, target, epoch_batches(T, state.done + offset, cfg.seed, rank, world, cfg.batch),
             first_it=state.done * steps, total_its=schedule.epochs(state.phase) * steps,
-            base_lr=base_lr() * (1.0 if training else 0.1), warmup=cfg.warmup if training else 0.0,
-            masks=state.masks, device=device)
+            base_lr=base_lr() * (1.0 if training else 0.1) * encoder_cap(), warmup=cfg.warmup if training else 0.0,
+            masks=state.masks, device=device, latents=state.latent,
+            qat=cfg.qat_bits if not training and cfg.qat_bits else None)
         if guard.diverged(mse, state.best()):
             # every rank sees the same (all-reduced) loss, so every rank rolls back together
             if guard.roll_back(undo_previous=state.last_epoch_in_phase()):
@@ -669,9 +821,12 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
         guard.accept()
         psnr_last = _psnr(mse)
         state.done += 1
+        state.mode_epochs += 1
         state.history.append([state.phase, state.done, mse, time.monotonic() - t0])
-        schedule.after_epoch(state.phase, state.done, state.train_epochs_run(), time.monotonic() - start, cfg, device,
-                             attempt_start=state.attempt_start)
+        replan(time.monotonic() - start)
+        if (latent_phase and training and not state.latent and state.switch_at is not None
+                and state.done >= state.switch_at):
+            switch_to_latents()
         checkpoint()
         bar.update(1, schedule.total(), f"{state.phase} ep {state.done} loss {mse:.2e} psnr {psnr_last:.2f}")
         if on_epoch is not None:
@@ -693,9 +848,11 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
     if state.restarts:
         warnings.append(f"training collapsed and was restarted {len(state.restarts)} time(s) at a lower "
                         f"learning rate (now {base_lr():.3g})")
+    latents = model.latents.detach().cpu().numpy().copy() if state.latent else None
+    encoder_epochs = min(state.switch_at, schedule.train) if state.latent and state.switch_at else schedule.train
     return FitResult(model, schedule.train, schedule.finetune, time.monotonic() - start, psnr_last,
                      base_lr(), [h for h in state.history if h[0] != "restart"], list(state.restarts), warnings,
-                     baseline, cfg.lr is None)
+                     baseline, cfg.lr is None, latents=latents, encoder_epochs=encoder_epochs)
 
 
 def bar_position(bar: "_Bar") -> int:
