@@ -7,6 +7,7 @@ used, so ``png`` never imports torch.
 from __future__ import annotations
 
 import builtins as _builtins  # the Measured field ``bytes`` shadows the builtin
+import functools
 import importlib
 import inspect
 from abc import ABC, abstractmethod
@@ -62,9 +63,12 @@ class Codec(ABC):
       ``(header, sections, report: dict)`` for a codec with something to tell (a training run)
     * ``decompress(header, sections, **options) -> data``
 
-    ``encode``/``decode`` wrap those in the ``.ncx`` container. A codec instance holds no state
-    between calls: everything an encode learns goes into its bitstream or its report. The header should hold ``shape``
-    and ``dtype`` of the data that ``decode`` returns, so ``info`` can report bpp/bpd.
+    ``encode``/``decode`` wrap those in the ``.ncx`` container. Every subclass's ``decompress``
+    is gated (:meth:`__init_subclass__`): its body runs only after :meth:`check_header` has
+    passed, whether :meth:`decode` or a caller with a header of its own calls it, and it receives
+    the checked header. A codec instance holds no state between calls: everything an encode
+    learns goes into its bitstream or its report. The header should hold ``shape`` and ``dtype``
+    of the data that ``decode`` returns, so ``info`` can report bpp/bpd.
     ``fit`` is implemented by codecs that learn.
     """
 
@@ -80,6 +84,15 @@ class Codec(ABC):
     params: ClassVar[tuple[Param, ...] | None] = None
     options: ClassVar[tuple[Param, ...] | None] = None
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Gate the ``decompress`` a subclass defines (see :func:`_gated`); an inherited one is
+        gated already. (An override calling ``super().decompress`` would be checked twice:
+        harmless, and no codec does.)"""
+        super().__init_subclass__(**kwargs)
+        method = cls.__dict__.get("decompress")
+        if method is not None and not getattr(method, "__neurocodec_gated__", False):
+            cls.decompress = _gated(method)  # type: ignore[method-assign]
+
     # -- to implement -------------------------------------------------------------------------------
     @abstractmethod
     def compress(self, data: Any, *, progress: bool = False, **params: Any) -> tuple[dict, dict[str, bytes]]:
@@ -87,7 +100,8 @@ class Codec(ABC):
 
     @abstractmethod
     def decompress(self, header: dict, sections: Mapping[str, bytes], **options: Any) -> Any:
-        """Inverse of :meth:`compress`."""
+        """Inverse of :meth:`compress`. ``header`` has passed :meth:`check_header` (under the
+        ``max_values`` / ``max_work`` in ``options``) before the body runs."""
 
     def fit(self, *args: Any, **kwargs: Any) -> Any:
         raise UsageError(f"codec '{self.name}' does not learn: it has no fit()")
@@ -104,7 +118,8 @@ class Codec(ABC):
     @classmethod
     def check_header(cls, header: Any, sections: Mapping[str, bytes], options: Mapping[str, Any] | None = None
                      ) -> dict:
-        """The one decode-time gate: validate ``header`` and ``sections`` against :meth:`schema`
+        """The one decode-time gate, run before every ``decompress`` body (:func:`_gated`): validate
+        ``header`` and ``sections`` against :meth:`schema`
         under the limits in force (the ``max_values`` / ``max_work`` decode options in ``options``,
         else their environment variables, else the defaults). Raises a ``CorruptStreamError``
         naming the field, or an ``InputError`` for a claim above a limit; nothing is allocated or
@@ -141,7 +156,7 @@ class Codec(ABC):
             raise UsageError(f"this is a '{box.codec}' stream, not '{self.name}'")
         self.check_version(box.codec_version)
         _check_params(self.decompress, options, f"codec '{self.name}'", "decode option")
-        self.check_header(box.header, box.sections, options)  # before decompress allocates or runs anything
+        # decompress is gated: check_header runs before it allocates or runs anything
         return self.decompress(box.header, box.sections, **options)
 
     @classmethod
@@ -151,6 +166,20 @@ class Codec(ABC):
                 f"{cls.name} bitstream version {version} is not supported "
                 f"(this neurocodec reads versions {cls.min_version}..{cls.version})"
             )
+
+
+def _gated(method: Any) -> Any:
+    """``method`` (a codec's ``decompress``) behind :meth:`Codec.check_header`: the header is
+    checked once, under the limits the call's options ask for, and the checked header is what the
+    body receives. Why here and not in :meth:`Codec.decode`: ``decompress`` is public, and a
+    header handed to it directly must meet the same gate as one read from a file."""
+    @functools.wraps(method)
+    def decompress(self: Codec, header: Any, sections: Mapping[str, bytes], *args: Any, **options: Any) -> Any:
+        checked = type(self).check_header(header, sections, options)
+        return method(self, checked, sections, *args, **options)
+
+    decompress.__neurocodec_gated__ = True  # type: ignore[attr-defined]
+    return decompress
 
 
 def _check_params(func: Any, given: Mapping[str, Any], owner: str, what: str) -> None:

@@ -10,9 +10,9 @@ naming the field (never ``not enough values to unpack`` or a ``KeyError``), and 
 claim becomes an :class:`InputError` naming the claimed size and the limit.
 
 How a codec uses it: it declares its schema by overriding :meth:`neurocodec.codec.Codec.schema`,
-and :meth:`Codec.decode <neurocodec.codec.Codec.decode>` checks every file against it through
-:meth:`~neurocodec.codec.Codec.check_header` before ``decompress`` runs (one gate for every codec,
-not a copy per decoder)::
+and every call of its ``decompress`` (from :meth:`Codec.decode <neurocodec.codec.Codec.decode>`
+or direct) is checked against it through :meth:`~neurocodec.codec.Codec.check_header` before the
+method's body runs (one gate in the base class for every codec, not a copy per decoder)::
 
     from ..schema import Field, Schema, max_values_option
 
@@ -119,6 +119,15 @@ def resolve_limit(name: str, value: int | None = None) -> int | None:
     given, else its environment variable, else its default. ``None`` means no limit (``0`` asked
     for)."""
     env, default = LIMITS[name]
+    return limit_in_force(name, value, env, default)
+
+
+def limit_in_force(name: str, value: int | None, env: str, default: int) -> int | None:
+    """The one reading of a size limit (the decode limits above, the model-file limit of
+    :func:`neurocodec.weights.max_model_bytes`): the caller's ``value`` (option ``name``) if given,
+    else the environment variable ``env``, else ``default``. ``0`` (or ``none`` / ``off`` in the
+    variable) means no limit: ``None``. A value that is not a whole number >= 0 is a
+    :class:`UsageError` naming where it came from."""
     if value is None:
         text = os.environ.get(env, "").strip()
         if not text:
@@ -318,5 +327,5 @@ def _show(value: Any) -> str:
 
 
 __all__ = ["DEFAULT_MAX_VALUES", "DEFAULT_MAX_WORK", "ENV_MAX_VALUES", "ENV_MAX_WORK", "LIMITS", "Field", "Schema",
-           "check_decoded_size", "check_limit", "max_values_option", "max_work_option", "resolve_limit",
-           "resolve_max_values"]
+           "check_decoded_size", "check_limit", "limit_in_force", "max_values_option", "max_work_option",
+           "resolve_limit", "resolve_max_values"]

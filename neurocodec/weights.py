@@ -52,6 +52,7 @@ import numpy as np
 
 from . import container as ncx
 from .errors import CorruptStreamError, InputError, NeurocodecError, UnsupportedVersionError, UsageError
+from .schema import limit_in_force
 
 PREFIX = "model:"
 _COMPRESSIONS = ("none", "lzma")
@@ -70,20 +71,9 @@ _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 
 def max_model_bytes(max_bytes: int | None = None) -> int | None:
     """The model-file size limit in force: ``max_bytes`` if given, else ``$NEUROCODEC_MAX_MODEL_BYTES``,
-    else :data:`DEFAULT_MAX_MODEL_BYTES`; ``None`` (``0`` asked for) means no limit."""
-    if max_bytes is None:
-        text = os.environ.get(ENV_MAX_MODEL_BYTES, "").strip()
-        if not text:
-            return DEFAULT_MAX_MODEL_BYTES
-        if text.lower() in ("0", "none", "off"):
-            return None
-        try:
-            max_bytes = int(text.replace("_", ""), 10)
-        except ValueError:
-            raise UsageError(f"{ENV_MAX_MODEL_BYTES}={text!r} is not a whole number of bytes") from None
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-        raise UsageError(f"max_bytes={max_bytes!r} must be an integer >= 0 (0 = no limit)")
-    return None if max_bytes == 0 else max_bytes
+    else :data:`DEFAULT_MAX_MODEL_BYTES`; ``None`` (``0`` asked for) means no limit. Read like the
+    decode limits (:func:`neurocodec.schema.limit_in_force`)."""
+    return limit_in_force("max_bytes", max_bytes, ENV_MAX_MODEL_BYTES, DEFAULT_MAX_MODEL_BYTES)
 
 
 def _too_big(what: str, size: int, limit: int, noun: str = "bytes") -> InputError:

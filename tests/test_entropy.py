@@ -187,3 +187,86 @@ def test_iid_symbols_of_every_integer_type_at_their_extremes(dtype):
     x[:2] = (lo, hi)
     back = entropy.decode_symbols(entropy.encode_symbols(x))
     assert np.array_equal(back, x.astype(np.int64))
+
+
+# ------------------------------------------- the layer codes exactly what raw constriction codes
+def test_iid_words_are_raw_constrictions_and_decode_across_chunks():
+    from neurocodec.entropy import baseline, coders
+
+    x = np.random.default_rng(7).geometric(0.1, 3 * coders._SYMBOL_CHUNK + 17) - 1 + 1000
+    blob = entropy.encode_symbols(x)
+    lo, counts = entropy.empirical_table(x)
+    words = baseline.encode_iid((x - lo).astype(np.int32), counts.astype(np.float64))
+    assert blob.endswith(words.astype("<u4").tobytes())
+    assert np.array_equal(entropy.decode_symbols(blob), x)
+    assert entropy.encode_symbols((x - lo).astype(np.uint16)).endswith(words.astype("<u4").tobytes())
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.float32])
+def test_table_words_are_raw_constrictions_across_chunks(dtype):
+    from neurocodec.entropy import baseline, coders
+
+    rows = 2 * (coders._TABLE_CHUNK // 256) + 5
+    rng = np.random.default_rng(8)
+    freqs = entropy.quantize_pmf(rng.dirichlet(np.full(256, 0.2), size=rows), precision=15)
+    x = (np.cumsum(freqs, 1) < rng.integers(0, 1 << 15, rows)[:, None]).sum(1)
+    words = baseline.encode_tables(x.astype(np.int32), freqs.astype(np.float64)).astype("<u4").tobytes()
+    given = freqs.astype(dtype)
+    assert entropy.encode_with_tables(x, given) == words
+    assert entropy.encode_with_tables(x, np.asfortranarray(given)) == words
+    assert np.array_equal(entropy.decode_with_tables(words, given), x)
+    bad = freqs.copy()
+    bad[-1, 3] = 0  # in the last chunk: still refused
+    with pytest.raises(UsageError, match=">= 1"):
+        entropy.encode_with_tables(x, bad)
+    with pytest.raises(UsageError, match=">= 1"):
+        entropy.decode_with_tables(words, bad)
+
+
+def test_pull_takes_any_array_like_and_refuses_bad_shapes():
+    freqs = np.array([[1, 2, 3], [3, 2, 1]])
+    blob = entropy.encode_with_tables(np.array([2, 0]), freqs)
+    assert entropy.SequentialDecoder(blob).pull(freqs.tolist()).tolist() == [2, 0]
+    assert entropy.SequentialDecoder(blob).pull(freqs.astype(np.float64)).dtype == np.int64
+    with pytest.raises(UsageError):
+        entropy.SequentialDecoder(blob).pull(np.ones(3))
+    with pytest.raises(CorruptStreamError):
+        entropy.SequentialDecoder(blob).pull(np.full((2, 3), np.nan))
+
+
+@pytest.mark.parametrize("x", [[0, 2**20 - 1], [2**20 - 1, 0], [-2**63, -2**63 + 5], [2**63 - 1, 2**63 - 3, 2**63 - 1]])
+def test_symbol_ranges_at_the_edges_of_int64_and_the_alphabet(x):
+    x = np.array(x, dtype=np.int64)
+    assert np.array_equal(entropy.decode_symbols(entropy.encode_symbols(x)), x)
+
+
+@pytest.mark.parametrize("x", [[0, 2**20], [2**20, 0], [5, 5, 5, -2**40], [-2**63, 2**63 - 1]])
+def test_symbol_ranges_just_too_wide_are_refused(x):
+    with pytest.raises(UsageError, match="wider than"):
+        entropy.encode_symbols(np.array(x, dtype=np.int64))
+
+
+def test_overlong_count_varints_still_decode_and_bad_offsets_are_corrupt():
+    from neurocodec.container import write_uvarint
+
+    x = np.array([0, 1, 1, 0, 1])
+    blob = entropy.encode_symbols(x)
+    head = write_uvarint(5) + write_uvarint(0) + write_uvarint(2)
+    counts = write_uvarint(2) + write_uvarint(3)
+    assert blob.startswith(head + counts)
+    overlong = bytes([0x82] + [0x80] * 8 + [0x00]) + bytes([0x83] + [0x80] * 8 + [0x00])  # 10-byte varints
+    assert np.array_equal(entropy.decode_symbols(head + overlong + blob[len(head + counts):]), x)
+    huge = write_uvarint(5) + write_uvarint(2**64) + write_uvarint(2) + blob[len(head):]
+    with pytest.raises(CorruptStreamError, match="int64"):
+        entropy.decode_symbols(huge)
+
+
+def test_big_endian_inputs_code_like_native_ones():
+    rng = np.random.default_rng(9)
+    x = rng.integers(-40, 40, 5000)
+    assert entropy.encode_symbols(x.astype(">i4")) == entropy.encode_symbols(x)
+    freqs = entropy.quantize_pmf(rng.dirichlet(np.ones(8), size=300))
+    y = (np.cumsum(freqs, 1) < rng.integers(0, 1 << 16, 300)[:, None]).sum(1)
+    blob = entropy.encode_with_tables(y, freqs)
+    assert entropy.encode_with_tables(y.astype(">i8"), freqs.astype(">i4")) == blob
+    assert np.array_equal(entropy.decode_with_tables(blob, freqs.astype(">f8")), y)

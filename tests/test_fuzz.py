@@ -34,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import cases
 import neurocodec
 from neurocodec import container as ncx
 from neurocodec.codec import _REGISTRY, get_codec
@@ -54,25 +55,10 @@ FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None
 
 
 def small_cases() -> dict[str, tuple[Any, dict]]:
-    """A tiny valid input and its parameters for every registered codec (hnerv/nerv: 3 frames of
-    16x24, one epoch, ~3000 parameters)."""
-    from neurocodec import datasets
-
-    photo = datasets.load("astronaut")[100:132, 180:212]
-    clip = datasets.load("carphone", max_frames=3)[:, 40:56, 60:84]
-    (_, _), (digits, _) = datasets.mnist_5k_split()
-    cases = {
-        "png": (photo, {}), "webp": (photo, {}), "jpeg": (photo, {"quality": 60}), "jpegxl": (photo, {}),
-        "avif": (photo, {"quality": 50}),
-        "x264": (clip, {"crf": 30}), "x265": (clip, {"crf": 30}), "svtav1": (clip, {"crf": 45}),
-        "hnerv": (clip, {"epochs": 1, "target_params": 3000, "device": "cpu"}),
-        "nerv": (clip, {"epochs": 1, "target_params": 3000, "device": "cpu"}),
-        "pc": (digits[:2], {"model": "mnist"}),
-        "ldm": (photo, {"quality": 2}),
-        "kvb": (digits[:3], {"model": "mnist"}),
-    }
-    assert set(cases) == set(_REGISTRY), "a codec was registered: give it a small case here"
-    return cases
+    """A tiny valid input and its parameters for every registered codec (tests/cases.py; hnerv/nerv:
+    3 frames of 16x24, one epoch, ~3000 parameters; pc: two digits)."""
+    given = cases.sources()
+    return cases.cases(given, data={"pc": given["digits"][:2]})
 
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "data", "fixtures")
@@ -424,7 +410,7 @@ HUGE = {
 
 
 def test_every_codec_declares_its_schema_and_the_limit():
-    """The one gate (``Codec.check_header``, run by ``Codec.decode`` before ``decompress``) covers a
+    """The one gate (``Codec.check_header``, run by the base class before every ``decompress``) covers a
     codec only when it declares a schema with a decoded size, and its users can only raise the
     limit when ``max_values`` is a decode option."""
     import inspect
@@ -478,6 +464,46 @@ def test_a_missing_field_is_named(valid, codec, field):
     header = {k: v for k, v in box.header.items() if k != field}
     with pytest.raises(CorruptStreamError, match=f"'{field}' is missing"):
         neurocodec.decode(forge(ncx.Container(codec, box.codec_version, header, box.sections)))
+
+
+#: header forgeries that no codec's schema lets through
+FORGED_HEADERS: dict[str, Any] = {
+    "shape text": lambda h: {**h, "shape": "abc"},
+    "shape missing": lambda h: {k: v for k, v in h.items() if k != "shape"},
+    "not an object": lambda h: [1, 2, 3],
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGED_HEADERS))
+@pytest.mark.parametrize("codec", ["png", "jpeg", "webp", "jpegxl", "avif", "x264", "kvb", "pc", "ldm"])
+def test_a_forged_header_handed_straight_to_decompress_is_refused(valid, codec, forgery):
+    """``decompress`` is public: a header given to it directly meets the gate ``decode`` applies
+    (``Codec.check_header``, run by the base class before every decompress body), so a forged one
+    is a ``CorruptStreamError``, not whatever the body would trip over. The valid header still
+    decodes the same way directly."""
+    box = valid[codec]
+    codec_obj = get_codec(codec)()
+    options = decode_options(codec)
+    with pytest.raises(CorruptStreamError, match="header"):
+        codec_obj.decompress(FORGED_HEADERS[forgery](box.header), box.sections, **options)
+    if forgery == "shape text":  # once per codec: the honest header passes the gate
+        assert result_shape(codec_obj.decompress(box.header, box.sections, **options)) == tuple(box.header["shape"])
+
+
+@pytest.mark.parametrize("codec", ["png", "x264", "kvb", "pc"])
+def test_decode_checks_the_header_once(valid, codec, monkeypatch):
+    """One gate, run once: ``decode`` leaves the header check to the gated ``decompress``."""
+    cls = get_codec(codec)
+    calls = []
+    check = cls.check_header.__func__
+
+    def counted(klass, *args, **kwargs):
+        calls.append(klass.name)
+        return check(klass, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "check_header", classmethod(counted))
+    neurocodec.decode(forge(valid[codec]), **decode_options(codec))
+    assert calls == [codec]
 
 
 def test_a_renamed_video_file_names_the_field(valid):

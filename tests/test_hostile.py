@@ -39,21 +39,18 @@ try:  # under pytest; the script runs without it
 except ImportError:  # pragma: no cover
     pytest = None  # type: ignore[assignment]
 
+import cases
 from neurocodec import container as ncx
 from neurocodec.codec import _REGISTRY, get_codec
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
 
+#: the file :func:`make_inputs` writes for each input source of tests/cases.py
+SOURCE_FILES: dict[str, str] = {"photo": "photo.png", "clip": "clip.npy", "digits": "digits.npy"}
 #: codec -> (input file made by :func:`make_inputs`, encode --param items): small and real
 CASES: dict[str, tuple[str, list[str]]] = {
-    "png": ("photo.png", []), "webp": ("photo.png", []), "jpeg": ("photo.png", ["quality=60"]),
-    "jpegxl": ("photo.png", []), "avif": ("photo.png", ["quality=50"]),
-    "x264": ("clip.npy", ["crf=30"]), "x265": ("clip.npy", ["crf=30"]), "svtav1": ("clip.npy", ["crf=45"]),
-    "hnerv": ("clip.npy", ["epochs=1", "target_params=3000", "device=cpu"]),
-    "nerv": ("clip.npy", ["epochs=1", "target_params=3000", "device=cpu"]),
-    "pc": ("digits.npy", ["model=mnist"]),
-    "kvb": ("digits.npy", []),
-    "ldm": ("photo.png", ["quality=2"]),
+    codec: (src, [f"{key}={value}" for key, value in params.items()])
+    for codec, (src, params) in cases.cases(SOURCE_FILES).items()
 }
 
 #: codec -> why it may fail here: other owners' decoders (marked, not hidden; see the report)
@@ -62,16 +59,16 @@ KNOWN_WEAK: dict[str, str] = {}
 
 def make_inputs(folder: Path) -> dict[str, Path]:
     """The small real inputs: a 32x32 photo crop (PNG), a 3-frame 16x24 clip and 3 digits (.npy)."""
-    from neurocodec import datasets
     from neurocodec.io import write_image
 
-    photo = datasets.load("astronaut")[100:132, 180:212]
-    clip = datasets.load("carphone", max_frames=3)[:, 40:56, 60:84]
-    (_, _), (digits, _) = datasets.mnist_5k_split()
-    paths = {"photo.png": folder / "photo.png", "clip.npy": folder / "clip.npy", "digits.npy": folder / "digits.npy"}
-    write_image(paths["photo.png"], photo)
-    np.save(paths["clip.npy"], np.ascontiguousarray(clip))
-    np.save(paths["digits.npy"], np.ascontiguousarray(digits[:3]))
+    paths = {}
+    for source, data in cases.sources().items():
+        name = SOURCE_FILES[source]
+        paths[name] = folder / name
+        if name.endswith(".png"):
+            write_image(paths[name], data)
+        else:
+            np.save(paths[name], np.ascontiguousarray(data))
     return paths
 
 

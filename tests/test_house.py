@@ -162,26 +162,13 @@ def test_model_files_are_containers_and_nothing_unpickles():
 
 # --------------------------------------------------------------------- fresh-process checks
 def _inputs() -> dict[str, tuple[object, dict]]:
-    """A small input and parameters for every registered codec (kept tiny: this runs each codec
-    three times)."""
-    from neurocodec import datasets
-    from neurocodec.codec import _REGISTRY
+    """A small input and parameters for every registered codec (tests/cases.py; kept tiny: this
+    runs each codec three times): a 64x64 photo, 4 frames of 32x48, two epochs of hnerv/nerv."""
+    import cases
 
-    photo = datasets.load("astronaut")[100:164, 180:244]
-    clip = datasets.load("carphone", max_frames=4)[:, 40:72, 60:108]
-    (_, _), (digits, _) = datasets.mnist_5k_split()
-    cases: dict[str, tuple[object, dict]] = {
-        "png": (photo, {}), "webp": (photo, {}), "jpeg": (photo, {"quality": 60}), "jpegxl": (photo, {}),
-        "avif": (photo, {"quality": 50}),
-        "x264": (clip, {"crf": 30}), "x265": (clip, {"crf": 30}), "svtav1": (clip, {"crf": 45}),
-        "hnerv": (clip, {"epochs": 2, "target_params": 3000, "device": "cpu"}),
-        "nerv": (clip, {"epochs": 2, "target_params": 3000, "device": "cpu"}),
-        "pc": (digits[:3], {"model": "mnist"}),
-        "ldm": (photo[:48, :48], {"quality": 2}),
-        "kvb": (digits[:5], {"model": "mnist"}),
-    }
-    assert set(cases) == set(_REGISTRY), "a codec was added: give it a case here"
-    return cases
+    given = cases.sources(scale=2, frames=4, digits=5)
+    return cases.cases(given, data={"pc": given["digits"][:3], "ldm": given["photo"][:48, :48]},
+                       params={"hnerv": {"epochs": 2}, "nerv": {"epochs": 2}})
 
 
 _CHILD = r"""

@@ -684,6 +684,32 @@ def test_hyperprior_round_trip_header_and_versions(tiny_hp):
     assert neurocodec.container.unpack(codec.encode(_img(16, 16), quality=1, model="ae")).codec_version == 2
 
 
+def test_a_hyperprior_decode_checks_its_header_and_resolves_its_model_once(tiny_hp, monkeypatch):
+    """One gate: the schema (whose checks run ``_check_hp_header``) once per decode, the
+    hyperprior model file resolved once, both passed down to the latent decoding and synthesis."""
+    from neurocodec.codecs.ldm import codec as ldm_codec
+
+    codec = LDMCodec()
+    img = _img(70, 90)
+    blob = codec.encode(img, model="hyperprior", weights=tiny_hp, quality=5)
+    want = codec.decode(blob, weights=tiny_hp)
+    calls: list[str] = []
+    check, hp_file = ldm_codec._check_hp_header, LDMCodec._hp_file
+
+    def counted_check(*args, **kwargs):
+        calls.append("header")
+        return check(*args, **kwargs)
+
+    def counted_file(self, *args, **kwargs):
+        calls.append("model")
+        return hp_file(self, *args, **kwargs)
+
+    monkeypatch.setattr(ldm_codec, "_check_hp_header", counted_check)
+    monkeypatch.setattr(LDMCodec, "_hp_file", counted_file)
+    assert np.array_equal(codec.decode(blob, weights=tiny_hp), want)
+    assert sorted(calls) == ["header", "model"]
+
+
 def test_integer_hyper_synthesis_same_indices_across_threads_and_processes(tiny_hp):
     import json
     import subprocess

@@ -197,3 +197,35 @@ def test_fresh_process_codes_without_compiling_coding_kernels(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "0"
     assert kernels.cond_freqs.py_func is not None  # the fallback is still there
+
+
+def test_kernel_scope_is_context_local_and_changes_no_module_state():
+    """``kernel_scope`` (the perf benchmark's way to run the codec API on either kernel) sets a
+    context variable: the block sees its kernel, another thread and the code after it do not, and
+    :data:`native.DEFAULT` stays what the environment made it at import."""
+    import threading
+
+    default = native.DEFAULT
+    seen: list[str] = []
+    with native.kernel_scope("numba") as name:
+        assert name == "numba" and native.current() == "numba" and native.resolve() == "numba"
+        assert native.resolve("auto") == "numba" and native.DEFAULT == default
+        worker = threading.Thread(target=lambda: seen.append(native.current()))
+        worker.start()
+        worker.join()
+    assert seen == [default]
+    assert native.current() == default and native.resolve() == default
+    with pytest.raises(UsageError, match="not a kernel"):
+        with native.kernel_scope("cuda"):
+            pass
+    assert native.current() == default
+
+
+def test_codec_bytes_do_not_depend_on_the_kernel_scope():
+    import neurocodec
+
+    (_, _), (digits, _) = datasets.mnist_5k_split()
+    blob = neurocodec.encode(digits[:2], codec="pc", model="mnist")
+    with native.kernel_scope("numba"):
+        assert neurocodec.encode(digits[:2], codec="pc", model="mnist") == blob
+        assert np.array_equal(neurocodec.decode(blob), digits[:2])

@@ -87,3 +87,21 @@ def test_hyperparameter_screens_quick(tmp_path):
     diff = [r for r in sr["summary"] if r["method"] == "diffusion"]
     assert len(diff) == 2 and sr["pick"] in {r["strength"] for r in diff}
     assert all(0 < r["detail"] and r["psnr"] > 10 for r in sr["summary"])
+
+
+def test_video_side_runs_quick(tmp_path):
+    """The video suite's throughput and rate-control runs (``--throughput``, ``--rate``) in quick mode:
+    side documents with the figures the README quotes, and a rate that lands or is refused."""
+    from neurocodec.bench import suites
+
+    assert suites.run("video", ["--quick", "--throughput", "--data", "carphone", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "video" / "carphone" / "throughput.json").read_text())
+    runs = doc["runs"]
+    assert len(runs) == 3 and all(r["epochs_per_cpu_min"] > 0 and r["curve"] for r in runs.values())
+    assert (tmp_path / "video" / "carphone" / "psnr_vs_time.png").stat().st_size > 1000
+    assert suites.run("video", ["--quick", "--rate", "--out", str(tmp_path)]) == 0
+    rate = json.loads((tmp_path / "video" / "rate_control.json").read_text())
+    landed = [r for r in rate["runs"] if "rate_error" in r]
+    refused = [r for r in rate["runs"] if "refused" in r]
+    assert landed and refused and all(abs(r["rate_error"]) <= 0.10 for r in landed)
+    assert all("smallest reachable rate" in r["refused"] for r in refused)

@@ -2,7 +2,7 @@
 # The paper's setting on one GPU: HNeRV and NeRV fitted for 300 epochs to the 132 Big Buck Bunny frames at
 # 1280x640 (the paper's centre crop), four rate points each (about its 0.35 / 0.75 / 1.5 / 3 M-parameter
 # models), beside x264, x265 and SVT-AV1 on the same frames. Writes benchmarks/results/video/bunny1280/
-# (RD JSON, table.md, rd.png) and, first, the training-throughput run on that clip (throughput.json).
+# (RD JSON, table.md, rd.png). Not yet run: no GPU machine was lent to the sessions that wrote it.
 #
 #   bash benchmarks/video/gpu.sh              # on a machine with CUDA and this repo's venv (make venv)
 #   EPOCHS=30 bash benchmarks/video/gpu.sh    # a shorter check

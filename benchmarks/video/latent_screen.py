@@ -30,6 +30,28 @@ LRS = (0.01, 0.02, 0.04)
 EPOCHS = 60
 #: (width0, embed_ch, shares) per model size
 SIZES = [(12, 4, SHARES), (24, 8, (0.1, 1.0))]
+#: NeRV at the HNeRV sizes (values), at its default lr: the HNeRV-over-NeRV margin on a third clip
+NERV_VALUES = (46299, 81120)
+
+
+def run_nerv(clip: np.ndarray, values: int, epochs: int) -> dict:
+    import torch
+
+    from neurocodec.codecs.hnerv.codec import plan
+    from neurocodec.codecs.hnerv.model import model_values
+    from neurocodec.codecs.hnerv.train import FitConfig, fit
+
+    arch = plan("nerv", clip.shape, target_params=values, reduce=2.0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.monotonic()
+        res = fit(clip, arch, FitConfig(epochs=epochs, prune=0.0, device="cpu", seed=0))
+        secs = time.monotonic() - t0
+    finally:
+        torch.set_num_threads(old)
+    return {"codec": "nerv", "values": model_values(arch), "epochs": epochs, "lr": "default", "lr_used": res.lr,
+            "psnr_float": round(res.psnr_train, 3), "seconds": round(secs, 1)}
 
 
 def run_one(clip: np.ndarray, width0: int, embed_ch: int, epochs: int, lr: float, share: float) -> dict:
@@ -85,6 +107,17 @@ def main(argv: list[str] | None = None) -> int:
                     done[key] = row
                     print(json.dumps(row), flush=True)
                 rows.append(done[key])
+    for values in ([] if a.quick else NERV_VALUES):
+        key = f"nerv/{values}/{epochs}"
+        if key not in done:
+            row = {"key": key, **run_nerv(clip, values, epochs)}
+            with a.cache.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[key] = row
+            print(json.dumps(row), flush=True)
+        rows.append(done[key])
+    nerv_rows = [r for r in rows if r.get("codec") == "nerv"]
+    rows = [r for r in rows if r.get("codec") != "nerv"]
     best: dict[str, dict] = {}
     for r in rows:
         k = f"{r['values']}/share{r['encoder_share']}"
@@ -95,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                           "at the end of the fit, no pruning, seed 0, one torch thread",
            "crop": [[s.start, s.stop] for s in CROP],
            "best": {k: {"lr": v["lr"], "psnr_float": v["psnr_float"], "seconds": v["seconds"]} for k, v in best.items()},
-           "runs": rows, "quick": a.quick, "command": "python benchmarks/video/latent_screen.py"
+           "runs": rows, "nerv_equal_size": nerv_rows, "quick": a.quick, "command": "python benchmarks/video/latent_screen.py"
            + (" --quick" if a.quick else ""), "environment": environment()}
     if not a.quick:
         a.out.mkdir(parents=True, exist_ok=True)

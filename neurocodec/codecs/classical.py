@@ -103,7 +103,7 @@ class _ImageCodec(Codec):
 
     @declared("options")
     def decompress(self, header: dict, sections: Mapping[str, bytes], *, max_values: int | None) -> np.ndarray:
-        # the header was checked against schema() under max_values by Codec.decode, before this runs
+        # the header passed schema() under max_values at the decompress gate (Codec.check_header)
         return self._decompress_checked(header, sections)
 
     def _decompress_checked(self, header: dict, sections: Mapping[str, bytes]) -> np.ndarray:
@@ -485,7 +485,7 @@ class _FFmpegVideoCodec(Codec):
 
     @declared("options")
     def decompress(self, header: dict, sections: Mapping[str, bytes], *, max_values: int | None) -> np.ndarray:
-        # the header was checked against schema() under max_values by Codec.decode, before this runs
+        # the header passed schema() under max_values at the decompress gate (Codec.check_header)
         t, h, w, _ = header["shape"]
         ph, pw = header["coded_size"]
         expected = t * ph * pw * 3

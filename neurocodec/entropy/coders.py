@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 import constriction
-from numba import njit
 
 from ..container import Reader, write_uvarint
 from ..errors import CorruptStreamError, UsageError
+from . import kernels
 from .tables import quantize_pmf
 
 _model = constriction.stream.model
@@ -29,10 +29,22 @@ _queue = constriction.stream.queue
 
 MAX_ALPHABET = 1 << 20
 _COUNT_BITS = 14  # count tables are rescaled to this many bits before they are stored
+# Work the layer does on the way to or from the coder goes in chunks that stay in cache: the
+# coder's result is copied out (decoded symbols) or its input converted (integer tables) while it
+# is still there. Splitting a coder call into consecutive calls codes exactly the same bytes.
+_SYMBOL_CHUNK = 1 << 16  # decoded symbols per coder call (256 KiB of int32)
+_TABLE_CHUNK = 1 << 18  # table entries converted per coder call (2 MiB of float64; measured best)
+_F64 = np.dtype(np.float64)
+_I32 = np.dtype(np.int32)
+_I64 = np.iinfo(np.int64)
+
+
+def _words_le(words: np.ndarray) -> np.ndarray:
+    return np.asarray(words, dtype=np.uint32).astype("<u4", copy=False)
 
 
 def _words_to_bytes(words: np.ndarray) -> bytes:
-    return np.asarray(words, dtype=np.uint32).astype("<u4", copy=False).tobytes()
+    return _words_le(words).tobytes()
 
 
 def _bytes_to_words(data: bytes, what: str) -> np.ndarray:
@@ -62,6 +74,13 @@ class _guard:
         raise CorruptStreamError(f"{self.what}: entropy decoding failed ({type(exc).__name__}: {exc})") from None
 
 
+def _decode_failed(what: str, exc: BaseException) -> None:
+    """What :class:`_guard` does, for the hot paths that use a bare try (cheaper than a with)."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, CorruptStreamError)):
+        raise exc
+    raise CorruptStreamError(f"{what}: entropy decoding failed ({type(exc).__name__}: {exc})") from None
+
+
 def _zigzag(v: int) -> int:
     return (v << 1) if v >= 0 else ((-v << 1) - 1)
 
@@ -70,45 +89,19 @@ def _unzigzag(u: int) -> int:
     return (u >> 1) if not u & 1 else -((u + 1) >> 1)
 
 
-def _as_int_symbols(symbols: np.ndarray) -> np.ndarray:
-    arr = np.asarray(symbols)
-    if arr.dtype.kind not in "iub":
-        raise UsageError(f"symbols must be integers, got dtype {arr.dtype}")
-    return arr.reshape(-1).astype(np.int64, copy=False)
-
-
 # ------------------------------------------------------------------- (a) empirical categorical
-@njit(cache=True)
-def _min_max(flat: np.ndarray) -> tuple[int, int]:
-    lo = flat[0]
-    hi = flat[0]
-    for v in flat:  # branch-free so LLVM vectorises it
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return int(lo), int(hi)
-
-
-@njit(cache=True)
-def _shift_and_count(flat: np.ndarray, lo: int, shifted: np.ndarray, counts: np.ndarray) -> None:
-    # hi - lo < 2**20 was checked, so every x - lo (computed in int64) fits int32
-    for i in range(flat.shape[0]):
-        s = np.int64(flat[i]) - lo
-        shifted[i] = s
-        counts[s] += 1
-
-
 def _shifted_counts(flat: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """(offset, symbols - offset as int32, raw counts), shared by :func:`empirical_table` and
-    :func:`encode_symbols`. Why Numba: numpy needs four passes (min, max, subtract-and-cast,
-    bincount) where two fused ones do; that overhead was a third of the coding time."""
+    :func:`encode_symbols`: two fused passes (min/max, then shift-and-count) where numpy needs
+    four (min, max, subtract-and-cast, bincount)."""
     if flat.dtype.kind == "u" and flat.dtype.itemsize == 8:
         flat = flat.astype(np.int64)  # no uint64 symbol fits the alphabet anyway unless small
-    lo, hi = _min_max(flat)
+    lo, hi = kernels.min_max(flat)
     if hi - lo + 1 > MAX_ALPHABET:
         raise UsageError(f"symbol range {lo}..{hi} is wider than {MAX_ALPHABET}")
     shifted = np.empty(flat.size, dtype=np.int32)
     counts = np.zeros(hi - lo + 1, dtype=np.int64)
-    _shift_and_count(flat, lo, shifted, counts)
+    kernels.shift_and_count(flat, lo, shifted, counts)
     return lo, shifted, counts
 
 
@@ -125,7 +118,10 @@ def _rescale(counts: np.ndarray) -> np.ndarray:
 def empirical_table(symbols: np.ndarray) -> tuple[int, np.ndarray]:
     """(offset, counts) for the i.i.d. model of ``symbols``: counts rescaled to at most 14 bits,
     nonzero counts kept nonzero. This is exactly the table :func:`encode_symbols` stores."""
-    lo, _, counts = _shifted_counts(_flat_ints(symbols))
+    flat = _flat_ints(symbols)
+    if flat.size == 0:
+        raise UsageError("no symbols to count")
+    lo, _, counts = _shifted_counts(flat)
     return lo, _rescale(counts)
 
 
@@ -133,7 +129,26 @@ def _flat_ints(symbols: np.ndarray) -> np.ndarray:
     arr = np.asarray(symbols)
     if arr.dtype.kind not in "iub":
         raise UsageError(f"symbols must be integers, got dtype {arr.dtype}")
-    return arr.reshape(-1) if arr.dtype.kind != "b" else arr.reshape(-1).astype(np.int8)
+    if arr.dtype.kind == "b":
+        return arr.reshape(-1).astype(np.int8)
+    return arr.reshape(-1) if arr.dtype.isnative else arr.reshape(-1).astype(arr.dtype.newbyteorder("="))
+
+
+def _uvarints(values: np.ndarray) -> bytes:
+    """``b"".join(write_uvarint(v) for v in values)`` for non-negative int64 values, in one pass."""
+    buf = np.empty(10 * values.size, dtype=np.uint8)
+    return buf[:kernels.put_uvarints(values, buf)].tobytes()
+
+
+def _read_counts(reader: Reader, alphabet: int) -> np.ndarray:
+    """``alphabet`` uvarint counts as float64. A stream the fast reader cannot take (truncated, or
+    a varint over 9 bytes) is re-read by :class:`Reader`, which reports it or reads it as before."""
+    values = np.empty(alphabet, dtype=np.int64)
+    end = kernels.get_uvarints(np.frombuffer(reader.data, dtype=np.uint8), reader.pos, values)
+    if end < 0:
+        return np.array([reader.uvarint("count") for _ in range(alphabet)], dtype=np.float64)
+    reader.pos = end
+    return values.astype(np.float64)
 
 
 def encode_symbols(symbols: np.ndarray) -> bytes:
@@ -149,13 +164,14 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
     lo, shifted, raw = _shifted_counts(flat)
     counts = _rescale(raw)
     out += write_uvarint(_zigzag(lo)) + write_uvarint(counts.size)
-    out += b"".join(write_uvarint(int(c)) for c in counts)
+    out += _uvarints(counts)
     if counts.size == 1:
         return bytes(out)
     model = _model.Categorical(counts.astype(np.float64), perfect=False)
     enc = _queue.RangeEncoder()
     enc.encode(shifted, model)
-    return b"".join((out, _words_to_bytes(enc.get_compressed())))
+    # joined from the words' own buffer: a bytes copy of them first costs a fresh allocation
+    return b"".join((out, _words_le(enc.get_compressed())))
 
 
 def decode_symbols(data: bytes, count: int | None = None, max_symbols: int | None = None) -> np.ndarray:
@@ -179,21 +195,33 @@ def decode_symbols(data: bytes, count: int | None = None, max_symbols: int | Non
     alphabet = reader.uvarint("alphabet size", limit=reader.remaining)
     if alphabet < 1:
         raise CorruptStreamError("symbol stream has an empty alphabet")
-    counts = np.array([reader.uvarint("count") for _ in range(alphabet)], dtype=np.float64)
+    counts = _read_counts(reader, alphabet)
+    if not (_I64.min <= lo and lo + alphabet - 1 <= _I64.max):
+        raise CorruptStreamError(f"symbol stream offset {lo} is out of the int64 range")
     if alphabet == 1:
         if reader.remaining:
             raise CorruptStreamError("symbol stream has trailing bytes")
         return np.full(n, lo, dtype=np.int64)
     if not counts.any():
         raise CorruptStreamError("symbol stream has an all-zero count table")
-    words = _bytes_to_words(reader.take(reader.remaining, "compressed words"), "symbol stream")
+    words = _bytes_to_words(reader.data[reader.pos:], "symbol stream")  # one copy, not two
     with _guard("symbol stream"):
+        out = np.empty(n, dtype=np.int64)
         model = _model.Categorical(counts, perfect=False)
-        dec = _queue.RangeDecoder(words)
-        out = dec.decode(model, n).astype(np.int64)
-    if (out >= alphabet).any():
+        ok = _decode_iid_into(_queue.RangeDecoder(words), model, out, lo, alphabet)
+    if not ok:
         raise CorruptStreamError("symbol stream decoded out-of-range symbols")
-    return out + lo
+    return out
+
+
+def _decode_iid_into(dec, model, out: np.ndarray, lo: int, alphabet: int) -> bool:
+    """Decode ``out.size`` i.i.d. symbols into ``out`` as int64 plus ``lo``, a cache-sized chunk
+    per coder call; False if one fell outside ``0..alphabet-1``."""
+    ok = True
+    for i in range(0, out.size, _SYMBOL_CHUNK):
+        j = min(out.size, i + _SYMBOL_CHUNK)
+        ok &= kernels.unshift(dec.decode(model, j - i), lo, alphabet, out[i:j])
+    return ok
 
 
 # --------------------------------------------------------- (b) quantized Gaussian / Laplace
@@ -226,10 +254,11 @@ def encode_quantized(
     bit-identical at the decoder (derive them from already-decoded integers, never from float
     outputs of a network that could differ across machines).
     """
-    flat = _as_int_symbols(symbols)
+    flat = _flat_ints(symbols)
     if flat.size == 0:
         return b""
-    if flat.min() < lo or flat.max() > hi:
+    smallest, largest = kernels.min_max(flat)
+    if smallest < lo or largest > hi:
         raise UsageError(f"symbols outside [{lo}, {hi}]")
     model = _family(family, lo, hi)
     means, scales = _params(means, scales, flat.size)
@@ -253,23 +282,41 @@ def decode_quantized(
 
 
 # ------------------------------------------------------------ (c) per-symbol frequency tables
-def _tables(freqs: np.ndarray, n: int) -> np.ndarray:
-    """Float64 view of ``n`` frequency rows, copied only when it is not one already.
-
-    Why so little checking: constriction validates every row itself (NaN, negative or all-zero
-    rows raise ValueError, which :func:`_coding_errors` turns into a UsageError), and a pass over
-    ``n x alphabet`` values costs as much as coding. Integer tables must still be >= 1 everywhere
-    (what :func:`quantize_pmf` makes): a zero would be floored by constriction, not refused, so it
-    is checked while they are converted anyway. Callers on a hot path pass float64 tables."""
+def _check_tables(freqs: np.ndarray, n: int) -> np.ndarray:
+    """``n`` numeric frequency rows, as an array (not converted: see :func:`_f64_chunks`)."""
     freqs = np.asarray(freqs)
     if freqs.ndim != 2 or freqs.shape[0] != n or freqs.dtype.kind not in "iuf":
         raise UsageError(f"freqs must be a numeric array of shape ({n}, alphabet); got {freqs.shape} {freqs.dtype}")
-    if freqs.dtype.kind in "iu":
-        if freqs.size and freqs.min() <= 0:
-            raise UsageError("every frequency must be >= 1 (use quantize_pmf)")
-        return np.ascontiguousarray(freqs, dtype=np.float64)
-    return freqs if freqs.dtype == np.float64 and freqs.flags.c_contiguous else \
-        np.ascontiguousarray(freqs, dtype=np.float64)
+    return freqs if freqs.dtype.isnative else freqs.astype(freqs.dtype.newbyteorder("="))
+
+
+def _f64_chunks(freqs: np.ndarray):
+    """(start, stop, float64 C-contiguous rows) covering the checked rows ``freqs``: the array
+    itself when it already is float64 and C-contiguous, else converted a cache-sized chunk at a
+    time into one reused buffer, which the coder then reads from cache.
+
+    Why so little checking: constriction validates every row itself (NaN, negative or all-zero
+    rows raise ValueError, which :class:`_coding_errors` turns into a UsageError), and a pass over
+    ``n x alphabet`` values costs as much as coding. Integer tables must still be >= 1 everywhere
+    (what :func:`quantize_pmf` makes): a zero would be floored by constriction, not refused, so it
+    is checked while they are converted anyway (a chunk at a time: a bad row is refused after the
+    rows before it were coded, so abandon the coder)."""
+    n, width = freqs.shape
+    if freqs.dtype == _F64 and freqs.flags.c_contiguous:
+        yield 0, n, freqs
+        return
+    step = max(1, _TABLE_CHUNK // max(width, 1))
+    buf = np.empty((min(step, n), width), dtype=np.float64)
+    integer = freqs.dtype.kind in "iu"
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        rows = buf[:j - i]
+        if integer:
+            if not kernels.int_rows_to_f64(freqs[i:j], rows):
+                raise UsageError("every frequency must be >= 1 (use quantize_pmf)")
+        else:
+            np.copyto(rows, freqs[i:j])
+        yield i, j, rows
 
 
 def _symbols32(symbols: np.ndarray) -> np.ndarray:
@@ -279,9 +326,11 @@ def _symbols32(symbols: np.ndarray) -> np.ndarray:
     arr = np.asarray(symbols)
     if arr.dtype == np.int32:
         return arr.reshape(-1)
-    flat = _as_int_symbols(arr)
-    if flat.size and (flat.min() < 0 or flat.max() > np.iinfo(np.int32).max):
-        raise UsageError("symbol outside its table")
+    flat = _flat_ints(arr)
+    if flat.size:
+        lo, hi = kernels.min_max(flat)
+        if lo < 0 or hi > np.iinfo(np.int32).max:
+            raise UsageError("symbol outside its table")
     return flat.astype(np.int32)
 
 
@@ -313,12 +362,19 @@ class SequentialEncoder:
         self._model = _model.Categorical(perfect=False)
 
     def push(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
+        if (symbols.__class__ is np.ndarray and freqs.__class__ is np.ndarray and symbols.dtype is _I32
+                and freqs.dtype is _F64 and symbols.ndim == 1 and freqs.ndim == 2
+                and freqs.shape[0] == symbols.shape[0] and freqs.flags.c_contiguous):
+            if symbols.shape[0]:  # the common case, as constriction takes it: no conversions
+                with _coding_errors():
+                    self._enc.encode(symbols, self._model, freqs)
+            return
         flat = _symbols32(symbols)
         if flat.size == 0:
             return
-        tables = _tables(freqs, flat.size)
-        with _coding_errors():
-            self._enc.encode(flat, self._model, tables)
+        for i, j, rows in _f64_chunks(_check_tables(freqs, flat.size)):
+            with _coding_errors():
+                self._enc.encode(flat[i:j], self._model, rows)
 
     def push_iid(self, symbols: np.ndarray, freqs: np.ndarray) -> None:
         """Code many symbols under one table (1-D positive frequencies)."""
@@ -350,17 +406,33 @@ class SequentialDecoder:
             self._dec = _queue.RangeDecoder(self._words)
 
     def pull(self, freqs: np.ndarray) -> np.ndarray:
+        """The symbols (int64) of the next ``len(freqs)`` rows (see :meth:`SequentialEncoder.push`).
+
+        Called once per pixel position by the pc decoder, so float64 C-contiguous rows go to
+        constriction with nothing in between; anything else is checked and converted first."""
+        if freqs.__class__ is np.ndarray and freqs.dtype is _F64 and freqs.ndim == 2 and freqs.flags.c_contiguous:
+            try:
+                return self._dec.decode(self._model, freqs).astype(np.int64)
+            except BaseException as exc:
+                _decode_failed("sequential stream", exc)
         freqs = np.asarray(freqs)
-        tables = _tables(freqs, freqs.shape[0] if freqs.ndim == 2 else -1)
-        with _guard("sequential stream"):
-            return self._dec.decode(self._model, tables).astype(np.int64)
+        tables = _check_tables(freqs, freqs.shape[0] if freqs.ndim == 2 else -1)
+        out = np.empty(tables.shape[0], dtype=np.int64)
+        for i, j, rows in _f64_chunks(tables):
+            with _guard("sequential stream"):
+                out[i:j] = self._dec.decode(self._model, rows)
+        return out
 
     def pull_iid(self, freqs: np.ndarray, count: int) -> np.ndarray:
         model = _iid_model(freqs)
         if count == 0:
             return np.zeros(0, dtype=np.int64)
-        with _guard("sequential stream"):
-            return self._dec.decode(model, count).astype(np.int64)
+        with _guard("sequential stream"):  # a damaged count fails in np.empty: corrupt too
+            out = np.empty(count, dtype=np.int64)
+            ok = _decode_iid_into(self._dec, model, out, 0, np.asarray(freqs).size)
+        if not ok:
+            raise CorruptStreamError("sequential stream decoded out-of-range symbols")
+        return out
 
 
 def encode_with_tables(symbols: np.ndarray, freqs: np.ndarray) -> bytes:

@@ -322,6 +322,71 @@ def _plot_curves(dataset: str, rows: dict[str, dict], path: Path) -> None:
     save_figure(fig, path, dpi=100)
 
 
+# ---------------------------------------------------------------------------- rate control
+#: rate-control cases: (label, clip, frames, height, width, target bpps); frames cropped or area
+#: resampled; the first target of each is below both codecs' smallest reachable rate (refused)
+RATE_CASES = [("carphone 8x64x64", "carphone", 8, 64, 64, (0.1, 1.5, 3.0)),
+              ("carphone 30x144x176", "carphone", 30, 144, 176, (0.02, 0.15, 0.3)),
+              ("bikes 250x136x320", "bikes", 250, 136, 320, (0.005, 0.03, 0.1)),
+              ("bunny 64x360x640", "bunny", 64, 360, 640, (0.005, 0.03, 0.1))]
+RATE_EPOCHS = 2
+
+
+def _rate_clip(name: str, frames: int, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    from neurocodec import datasets
+
+    src = datasets.load(name, max_frames=frames)
+    if src.shape[1:3] == (height, width):
+        return np.ascontiguousarray(src)
+    if src.shape[1] >= height and src.shape[2] >= width and src.shape[1] < 2 * height:  # crop small sizes
+        return np.ascontiguousarray(src[:, :height, :width])
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BOX)) for f in src])
+
+
+def rate_control(args: argparse.Namespace) -> dict:
+    """Where ``target_bpp`` lands for both neural codecs on clips of 8-250 frames and 64x64-640x360
+    (``RATE_EPOCHS`` epochs each: the landing is the precision search on real files, which the
+    training length barely moves), and what a target below the smallest reachable rate gives: a
+    usage error before training. Writes ``rate_control.json`` (a side document)."""
+    import neurocodec
+    from neurocodec.bench.results import default_results_dir, environment
+    from neurocodec.errors import UsageError
+
+    cases = RATE_CASES[:1] if args.quick else RATE_CASES
+    rows = []
+    for label, name, frames, height, width, targets in cases:
+        clip = _rate_clip(name, frames, height, width)
+        for codec in ("hnerv", "nerv"):
+            for bpp in targets:
+                t0 = time.monotonic()
+                row = {"clip": label, "codec": codec, "target_bpp": bpp}
+                try:
+                    r = neurocodec.encode_with_report(clip, codec, target_bpp=bpp, epochs=1 if args.quick else RATE_EPOCHS,
+                                                      device="cpu", threads=1).report
+                    row.update({"bpp": r["bpp"], "rate_error": r["rate_error"], "psnr": r["psnr"],
+                                "bits": [r["weight_bits"], r["embed_bits"]], "model_values": r["model_values"]})
+                except UsageError as exc:  # below the smallest reachable rate: refused before training
+                    row["refused"] = str(exc)
+                row["seconds"] = round(time.monotonic() - t0, 1)
+                rows.append(row)
+                print(f"{label:22s} {codec:5s} target {bpp:<5g} -> " +
+                      (f"{row['bpp']:.4f} bpp ({100 * row['rate_error']:+.1f} %)" if "bpp" in row else "refused"),
+                      flush=True)
+    landed = [abs(r["rate_error"]) for r in rows if "rate_error" in r]
+    doc = {"description": f"target_bpp against the file's bpp for hnerv and nerv, {RATE_EPOCHS} epochs per encode, "
+                          "one torch thread; refused = a usage error naming the smallest reachable rate",
+           "max_abs_rate_error": max(landed) if landed else None, "runs": rows, "quick": args.quick,
+           "environment": environment()}
+    out_dir = Path(args.out_dir) if args.out_dir else default_results_dir(args.quick)
+    path = out_dir / "video" / "rate_control.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    print(f"largest |rate error| {doc['max_abs_rate_error']}; results: {path}", flush=True)
+    return doc
+
+
 # ------------------------------------------------------------------------------------ main
 def clip_label(source: str) -> str:
     """The dataset name of a clip: a built-in name as it is, a file by its name without suffix."""
@@ -374,7 +439,7 @@ def bench_dataset(source: str, args: argparse.Namespace) -> dict:
 
     epochs = args.epochs or (10 if args.quick else 40)
     # 8 quick frames cannot hold the full targets (the smallest HNeRV file is about 0.14 bpp there)
-    bpps = QUICK_BPP if args.quick else FULL_BPP.get(source, USER_BPP)
+    bpps = args.bpp or (QUICK_BPP if args.quick else FULL_BPP.get(source, USER_BPP))
     neural = [c for c in ("hnerv", "nerv") if c in args.codecs]
     lr = lr_screen(source, clip_path, cache, args, base) if neural and args.lr == "screen" else {}
     extra = _codec_sets(args.set)
@@ -556,6 +621,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="point cache (default /tmp/neurocodec_video_bench; --quick: a fresh temporary folder)")
     ap.add_argument("--out-dir", "--out", dest="out_dir", default=None,
                     help="results root (default: see neurocodec.bench.results.default_results_dir)")
+    ap.add_argument("--bpp", type=lambda t: [float(x) for x in t.split(",")], default=None, metavar="B1,B2,...",
+                    help="HNeRV rate targets of the neural points (default: the clip's four)")
     ap.add_argument("--lr", choices=("default", "screen"), default="default",
                     help="neural points at each codec's default lr (default), or at the best of a per-clip screen")
     ap.add_argument("--set", action="append", default=[], metavar="CODEC.KEY=VALUE",
@@ -566,10 +633,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(cpu, cuda, cuda:N); the GPU recipe is benchmarks/video/gpu.sh")
     ap.add_argument("--throughput", action="store_true",
                     help="only the training-throughput run (epochs per CPU-minute, PSNR against time)")
+    ap.add_argument("--rate", action="store_true",
+                    help="only the rate-control check (target_bpp against the file, 8-250 frames, 64x64-640x360)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.rate:
+        rate_control(args)
         return 0
     args.codecs = split_names(args.codecs)
     if set(args.codecs) - set(CODECS):

@@ -450,10 +450,14 @@ def choose_precision(model: torch.nn.Module, arch: Arch, embed: np.ndarray | Non
 
 
 def read_model(header: Mapping[str, Any], sections: Mapping[str, bytes], name: str = "hnerv",
-               max_values: int | None = None, max_work: int | None = None) -> QuantizedModel:
+               max_values: int | None = None, max_work: int | None = None, *, checked: bool = False) -> QuantizedModel:
     """Rebuild the quantized model from a header and sections (the decoder side); the header is
-    validated first (:func:`check_header`)."""
-    arch, wbits, ebits = check_header(header, name, max_values, max_work)
+    validated first (:func:`check_header`), or only parsed when ``checked`` (the codec's gated
+    ``decompress`` has run the schema already)."""
+    if checked:
+        arch, wbits, ebits = _header_arch(header)
+    else:
+        arch, wbits, ebits = check_header(header, name, max_values, max_work)
     for name in ("ws", "w") + (("es", "e") if arch.kind == "hnerv" else ()):
         if name not in sections:
             raise CorruptStreamError(f"stream has no '{name}' section")
@@ -627,7 +631,7 @@ class _NeuralVideoCodec(Codec):
         """Decode to uint8 ``T,H,W,3``; ``frames=(a, b)`` decodes frames a..b-1 only; ``max_values`` /
         ``max_work``: refuse a file claiming more decoded values / decoder multiply-adds (of the
         whole clip; see :mod:`neurocodec.schema`)."""
-        model = read_model(header, sections, self.name, max_values, max_work)
+        model = read_model(header, sections, self.name, checked=True)  # the gate ran check_header
         if model.arch.kind != self.model_kind:
             raise CorruptStreamError(f"stream holds a {model.arch.kind} model, not {self.model_kind}")
         return model.render(frames, batch=batch, device=device)

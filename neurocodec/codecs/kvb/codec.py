@@ -190,7 +190,7 @@ class KVBCodec(Codec):
 
         values = _bind(self.options, options, "decode option")
         model = values["model"]
-        # the header was checked against SCHEMA under max_values by Codec.decode, before this runs
+        # the header passed SCHEMA under max_values at the decompress gate (Codec.check_header)
         shape, want = header["shape"], header["bottleneck"]
         from_header = model is None
         if from_header:

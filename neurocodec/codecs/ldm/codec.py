@@ -256,10 +256,10 @@ class LDMCodec(Codec):
         progress: bool = False,
     ) -> np.ndarray:
         """Decode at the original size, at ``scale`` x it, or at ``size=(width, height)``, rendering
-        on ``device`` (``auto``: CUDA when available). The header is held to :data:`SCHEMA` (again,
-        when :meth:`Codec.decode` already did: a direct call is as safe) and the output size chosen
-        here to ``max_values``."""
-        SCHEMA.check(header, sections, max_values=max_values)
+        on ``device`` (``auto``: CUDA when available). ``header`` has passed :data:`SCHEMA` under
+        ``max_values`` by the time this body runs (:meth:`Codec.check_header`, the gate every
+        ``decompress`` goes through, direct calls included); the output size chosen here is held to
+        ``max_values`` too."""
         if size is not None:
             if len(size) != 2:
                 raise UsageError(f"size must be width,height, got {size!r}")
@@ -286,14 +286,18 @@ class LDMCodec(Codec):
     # ------------------------------------------------------------------------- hyperprior (v3)
     def _hp_file(self, path: str | None, expect: str | None = None) -> ModelFile:
         """The hyperprior model file at ``path`` (or the shipped one, pinned by its digest), checked;
-        ``expect``: the short digest a stream recorded."""
+        ``expect``: the short digest a stream recorded (a decode), which picks among the shipped
+        models the one the file was made with; without it (an encode) the newest shipped one."""
         pinned = None
         if path is None:
-            shipped = shipped_hyperprior()
+            shipped = shipped_hyperprior(expect)
+            if shipped is None and expect is not None and shipped_hyperprior() is not None:
+                raise InputError(f"this file was made with ldm model {expect}, which this neurocodec does not ship: "
+                                 "decode with that model file (weights=PATH)")
             if shipped is None:
                 raise UsageError("no hyperprior model is shipped yet: pass weights=PATH (a model file written "
                                  "by `python -m neurocodec.codecs.ldm.train_hyperprior --export PATH`)")
-            path, pinned = str(shipped), ldm_model.SHIPPED_HYPERPRIOR
+            path, pinned = str(shipped[0]), shipped[1]
         mf = wfiles.load(path, kind=ldm_model.KIND, versions=(2, 2), expect_digest=pinned)
         hpcoding.check_model_file(mf)
         if expect is not None and mf.short_digest != expect:
@@ -358,7 +362,12 @@ class LDMCodec(Codec):
         """(z, y symbols, integer mean, scale index) of a v3 stream: the entropy decoding and the
         integer ``h_s`` only (what must agree bit for bit on every machine)."""
         hdr = _check_hp_header(header, sections)
-        mf = self._hp_file(weights, expect=hdr["model"])
+        return self._hp_latents(hdr, sections, self._hp_file(weights, expect=hdr["model"]))
+
+    def _hp_latents(self, hdr: Mapping, sections: Mapping[str, bytes], mf: ModelFile
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`hp_latents` of a header already checked (:func:`_check_hp_header`, run by the
+        schema) and the model file it names, already resolved."""
         args = mf.config["args"]
         if hdr["latent"][0] != args["m"] or hdr["hyper"][0] != args["nz"] or hdr["quality"] > args["qualities"]:
             raise CorruptStreamError("ldm header does not fit its hyperprior model (channels or quality)")
@@ -386,13 +395,13 @@ class LDMCodec(Codec):
                 return self._decompress_hp_1t(header, sections, scale, size, tile, device, weights, progress)
         return self._decompress_hp_1t(header, sections, scale, size, tile, device, weights, progress)
 
-    def _decompress_hp_1t(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
+    def _decompress_hp_1t(self, hdr: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
                           progress: bool):
-        _, sym, mean, _ = self.hp_latents(header, sections, weights)
-        hdr = _check_hp_header(header, sections)
+        # hdr passed SCHEMA (whose checks run _check_hp_header) at the decompress gate: not again here
+        mf = self._hp_file(weights, expect=hdr["model"])
+        _, sym, mean, _ = self._hp_latents(hdr, sections, mf)
         h, w = hdr["shape"][0], hdr["shape"][1]
         out_h, out_w = target_size(h, w, scale, size)
-        mf = self._hp_file(weights, expect=hdr["model"])
         net = wfiles.build(mf, _hp_network, str(resolve_device(device)))
         mean_bits = int(mf.config["coding"]["mean_bits"])
         y_hat = torch.from_numpy((sym + mean / float(1 << mean_bits)).astype(np.float32))[None]
@@ -467,10 +476,18 @@ SCHEMA = Schema(
 )
 
 
-def shipped_hyperprior() -> Path | None:
-    """The shipped hyperprior model file, or ``None`` while none is shipped."""
-    path = ldm_model.WEIGHTS_DIR / ldm_model.HYPERPRIOR_FILE
-    return path if ldm_model.SHIPPED_HYPERPRIOR and path.exists() else None
+def shipped_hyperprior(short: str | None = None) -> tuple[Path, str] | None:
+    """(path, pinned SHA-256) of the shipped hyperprior whose digest starts with ``short`` (a v3
+    stream's ``model``), or of the one new encodes use; ``None`` when there is no such file."""
+    if short is None:
+        name, digest = ldm_model.HYPERPRIOR_FILE, ldm_model.SHIPPED_HYPERPRIOR
+    else:
+        found = [(n, d) for n, d in ldm_model.HYPERPRIORS.items() if d.startswith(short.lower())]
+        if not found:
+            return None
+        name, digest = found[0]
+    path = ldm_model.WEIGHTS_DIR / name
+    return (path, digest) if digest and path.exists() else None
 
 
 def _build_tables(mf: ModelFile, device: str) -> hpcoding.Tables:

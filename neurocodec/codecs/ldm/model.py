@@ -62,10 +62,16 @@ SHIPPED: Mapping[str, str] = {
     "unet": "938a919e1872700f10edadbe83c229af804fbd9fdb980b69e3f2ed41869e945d",
 }
 
-#: the shipped hyperprior (bitstream v3; a model file of its own format, read by the codec through
-#: :mod:`.hpcoding`), pinned like the others; empty while none is shipped
-HYPERPRIOR_FILE = "hyperprior.ncx"
-SHIPPED_HYPERPRIOR = "f9e1bd53146a1fbdf56fbe5a26df7a81270295ba454dcc1914022bc4d0c88674"
+#: the shipped hyperpriors (bitstream v3; model files of their own format, read by the codec
+#: through :mod:`.hpcoding`), pinned like the others: file name -> SHA-256. A v3 stream records the
+#: short digest of the model it was made with, so every model ever shipped stays here and every
+#: file it wrote keeps decoding; new encodes use ``HYPERPRIOR_FILE``.
+HYPERPRIORS: Mapping[str, str] = {
+    "hyperprior.ncx": "f9e1bd53146a1fbdf56fbe5a26df7a81270295ba454dcc1914022bc4d0c88674",  # 9,824 steps
+    "hyperprior-2.ncx": "0af733c6910712365e052cb2290441c0471ee73957cb9fae467bc8bf07356161",  # + 11,056 steps
+}
+HYPERPRIOR_FILE = "hyperprior-2.ncx"
+SHIPPED_HYPERPRIOR = HYPERPRIORS[HYPERPRIOR_FILE]
 
 _META = {"sr": (), "ae": (), "unet": ("sigma", "res_sigma", "condition")}
 

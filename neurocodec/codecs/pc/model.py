@@ -97,7 +97,7 @@ def dequantize(q: np.ndarray) -> np.ndarray:
     """uint8 codes -> float64 probabilities (rows of the last axis renormalised)."""
     from . import native
 
-    if native.DEFAULT == "native":  # the compiled twin: same bits, no JIT compile on a first call
+    if native.current() == "native":  # the compiled twin: same bits, no JIT compile on a first call
         return native.dequantize(q)
     flat = np.ascontiguousarray(q.reshape(-1, q.shape[-1]))
     out = np.empty(flat.shape, dtype=np.float64)
@@ -164,7 +164,7 @@ class HCLT:
         else:
             from . import native
 
-            if native.DEFAULT == "native":
+            if native.current() == "native":
                 leaf = native.mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis))
             else:
                 leaf = np.empty((d, m, ALPHABET))

@@ -8,14 +8,18 @@ in a fresh process runs at full speed from the first pixel. (Building a model's 
 below are its compiled twins, same bits.) Where the extension could not be built (no C
 compiler), :mod:`.kernels` runs instead: same bitstreams, slower, compiled by Numba on first use.
 
-The choice is made once, when this module is imported: the extension when it imports, unless
-``NEUROCODEC_PC_KERNEL=numba`` asks for the fallback (``native`` insists on the extension,
-``auto`` is the default). Functions of :mod:`.coding` also take ``kernel=`` for one call, which
-the tests and the perf benchmark use to run both in one process.
+The process-wide choice is made once, when this module is imported, and never changes: the
+extension when it imports, unless ``NEUROCODEC_PC_KERNEL=numba`` asks for the fallback (``native``
+insists on the extension, ``auto`` is the default): :data:`DEFAULT`. Functions of :mod:`.coding`
+also take ``kernel=`` for one call, which the tests use to run both in one process; a caller
+going through the codec API (the perf benchmark) runs a block under another kernel with
+:func:`kernel_scope`, which sets a :class:`contextvars.ContextVar` (this thread / task only,
+restored on exit), never a module global. :func:`current` is the kernel in force.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import weakref
 from collections.abc import Iterator
@@ -44,12 +48,20 @@ def available() -> bool:
 
 _REQUESTED = (os.environ.get(ENV) or "auto").strip().lower()
 
-#: the kernel a call without ``kernel=`` uses, fixed at import
+#: the kernel a call without ``kernel=`` uses outside any :func:`kernel_scope`, fixed at import
 DEFAULT: str = "native" if available() and _REQUESTED != "numba" else "numba"
+#: the kernel a :func:`kernel_scope` asked for (``None``: none is open in this context)
+_SCOPED: contextvars.ContextVar[str | None] = contextvars.ContextVar("neurocodec_pc_kernel", default=None)
+
+
+def current() -> str:
+    """The kernel in force for a call without ``kernel=``: the innermost :func:`kernel_scope`'s,
+    else :data:`DEFAULT`."""
+    return _SCOPED.get() or DEFAULT
 
 
 def resolve(kernel: str | None = None) -> str:
-    """``"native"`` or ``"numba"``: the kernel one call runs (None or ``"auto"``: :data:`DEFAULT`).
+    """``"native"`` or ``"numba"``: the kernel one call runs (None or ``"auto"``: :func:`current`).
 
     Raises :class:`UsageError` for an unknown name (also one given in the environment) and when
     the extension is asked for but missing."""
@@ -60,7 +72,7 @@ def resolve(kernel: str | None = None) -> str:
     if want == "native" and not available():
         raise UsageError("pc: the compiled kernels (neurocodec.codecs.pc._native) are not built in this "
                          "installation; reinstall with a C compiler, or use the numba kernel")
-    return DEFAULT if kernel is None or want == "auto" else want
+    return current() if kernel is None or want == "auto" else want
 
 
 _TRANS_T: "weakref.WeakKeyDictionary[HCLT, np.ndarray]" = weakref.WeakKeyDictionary()
@@ -106,14 +118,14 @@ def mix_leaves(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def kernel_scope(kernel: str) -> Iterator[str]:
-    """Run a block with ``kernel`` as the default of every pc call (what ``NEUROCODEC_PC_KERNEL``
-    sets for a whole process), then put the previous default back. For benchmarks that compare
-    both kernels through the codec API in one process; not thread-safe."""
-    global DEFAULT
+    """Run a block with ``kernel`` as the kernel of every pc call without ``kernel=`` (what
+    ``NEUROCODEC_PC_KERNEL`` sets for a whole process), then put the previous one back. For
+    benchmarks that compare both kernels through the codec API in one process. The choice lives in
+    a context variable: other threads (and asyncio tasks) keep theirs, and nothing module-wide is
+    written."""
     name = resolve(kernel)
-    before = DEFAULT
-    DEFAULT = name
+    token = _SCOPED.set(name)
     try:
         yield name
     finally:
-        DEFAULT = before
+        _SCOPED.reset(token)
