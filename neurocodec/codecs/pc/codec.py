@@ -1,5 +1,22 @@
 """The ``pc`` codec: lossless image coding with probabilistic circuits.
 
+Bitstream (version 4): as version 3, plus the ``lz`` mode: with ``"lz": true`` in the header the one
+section is ``lz`` instead of ``px``, the image (a batch as its images stacked row-wise) coded by
+:mod:`.lz` (PNG row filters + raw LZMA2). The encoder tries it only when the model's code is
+cheap (below :data:`LZ_TRY_BPD`, synthetic content: a chessboard, a screenshot) and keeps it
+only when the file is smaller; photos never pay for it. ``model``/``model_hash`` still name the
+model that was tried; an ``lz`` file, like a raw one, decodes without it.
+
+Version 4 also has a *compact header* for files coded with a shipped model named by its name (or
+chosen automatically): ``{"m": KEY[, "shape"][, "layout"][, "raw" | "lz"]}``. ``KEY`` is a key of
+:data:`COMPACT`, which pins the model's name and ``model_hash`` (so a retrained shipped model
+needs a new key; old keys keep naming the old digest); ``dtype`` is ``uint8`` and ``prec``
+:data:`PRECISION`; ``layout`` is written only when it is not :func:`default_layout` of the shape;
+the key ``digit`` also implies the shape ``[28, 28]`` (one MNIST digit: its whole header is
+``{"m":"digit"}``, 13 bytes instead of 105). The decoder expands a compact header into the full one
+(:func:`expand_header`) before anything else; full headers (every file of v1-v3, and v4 files
+coded with a model file or a model object) are read as before.
+
 Bitstream (version 3): as version 2; ``model`` may also name a ``photo`` model (shipped ``photo`` or
 a ``pc-photo`` model file), whose ``px`` section is the wavefront stream of :mod:`.photo`.
 
@@ -30,6 +47,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -39,7 +57,7 @@ from ...errors import CorruptStreamError, InputError, UsageError
 from ...params import Param, declared
 from ...runtime import check_device_name
 from ...schema import Field, Schema, max_values_option
-from . import coding
+from . import coding, lz
 from .legacy import v1_model_hash
 from . import photo
 from .model import BUILTIN_MODELS, PCModel, load_model
@@ -48,6 +66,27 @@ from .photo import PhotoModel
 PRECISION = 24  # bits of the integer tables handed to the range coder
 LAYOUTS = {"hw": 2, "hwc": 3, "nhw": 3, "nhwc": 4}  # layout tag -> rank of the decoded array
 _MAX_SIDE = 1 << 20
+#: the model's rate (bits per subpixel) below which the encoder also tries the ``lz`` mode. Why
+#: 1 bpd: lz wins only where long exact repeats are the content (simple-content set: chessboard at
+#: 0.46 bpd and the screen at 0.04 bpd by the model, 10x and 5x more than lz's); where the model
+#: spends more (text and page 4.0, logo 1.09, photos 2.9-3.6) lz lost by 8-35 %, and LZMA on a
+#: 500x500 logo costs about as much time as the model itself: above 1 bpd it is never run.
+LZ_TRY_BPD = 1.0
+_LZ_FLAG = len(',"lz":true')  # what the mode costs in the header (the section name is as long as "px")
+
+
+def _final(header: dict, key: str | None, report: dict) -> dict:
+    """The header to write: compact when the model is a shipped one named by ``key`` (the report
+    says which form, ``header``: ``compact`` or ``full``)."""
+    report["header"] = "full" if key is None else f"compact ({key})"
+    return header if key is None else compact_header(header, key)
+
+
+def _lz_rows(x: np.ndarray) -> np.ndarray:
+    """An (N, H, W, C) input as one (N*H, W, C) image for :mod:`.lz`: a batch's images stacked
+    row-wise (each image's first row may then be predicted from the previous image's last)."""
+    n, h, w, c = x.shape
+    return np.ascontiguousarray(x).reshape(n * h, w, c)
 
 
 class ModelParam(Param):
@@ -115,35 +154,115 @@ def canonical(x: Any, batch: bool | None) -> tuple[np.ndarray, str]:
     raise InputError(f"pc codes images H,W[,C] or batches N,H,W[,C]; got shape {x.shape}")
 
 
+#: compact-header key -> (shipped model name, its ``model_hash``, implied shape or None). Pinned
+#: here, not read from :data:`.model.SHIPPED`: a key must name the same parameters forever
+#: (``tests/test_pc_modes.py`` checks that each still matches the shipped file).
+COMPACT: Mapping[str, tuple[str, str, tuple[int, ...] | None]] = MappingProxyType({
+    "mnist": ("mnist", "b82e576ea7bbd9ae", None),
+    "natural": ("natural", "37fa2f2778df8b04", None),
+    "photo": ("photo", "90034c8ca8ca591a", None),
+    "digit": ("mnist", "b82e576ea7bbd9ae", (28, 28)),  # one digit of the model's own size
+})
+_FULL_ONLY = ("dtype", "model", "model_hash", "prec")  # fields a compact header never holds
+
+
+def default_layout(shape: tuple[int, ...] | list[int]) -> str:
+    """The layout :func:`canonical` infers from a shape with ``batch`` unset (a compact header
+    omits the layout when it is this one)."""
+    if len(shape) == 3:
+        return "hwc" if shape[-1] in (1, 3, 4) else "nhw"
+    return {2: "hw", 4: "nhwc"}.get(len(shape), "hw")
+
+
+def compact_header(header: dict, key: str) -> dict:
+    """The compact form of a full ``header`` for the shipped model of compact-header ``key``."""
+    out: dict[str, Any] = {"m": key}
+    if COMPACT[key][2] is None:
+        out["shape"] = header["shape"]
+        if header["layout"] != default_layout(header["shape"]):
+            out["layout"] = header["layout"]
+    return out | {k: header[k] for k in ("raw", "lz") if k in header}
+
+
+def _compact_key(model: Any, pcm: Any, shape: tuple[int, ...], layout: str) -> str | None:
+    """The compact-header key for a file coded with ``model`` (a shipped name: else None)."""
+    if not (isinstance(model, str) and model in BUILTIN_MODELS):
+        return None
+    if tuple(shape) == (28, 28) and layout == "hw" and COMPACT["digit"][:2] == (model, pcm.short_digest):
+        return "digit"
+    if model in COMPACT and COMPACT[model][:2] == (model, pcm.short_digest):
+        return model
+    return None
+
+
+def _form_check(h: dict, sections: Mapping[str, bytes]) -> str | None:
+    if "m" not in h:
+        missing = [k for k in ("shape", "layout", *_FULL_ONLY) if k not in h]
+        return f"field '{missing[0]}' is missing" if missing else None
+    extra = [k for k in _FULL_ONLY if k in h]
+    if extra:
+        return f"a compact header (m={h['m']!r}) has no '{extra[0]}' field"
+    implied = COMPACT[h["m"]][2]
+    if implied is not None and ("shape" in h or "layout" in h):
+        return f"compact key {h['m']!r} implies the shape {list(implied)}: no 'shape' or 'layout' field"
+    if implied is None and "shape" not in h:
+        return f"compact key {h['m']!r} needs a 'shape' field"
+    return None
+
+
+def expand_header(h: dict) -> dict:
+    """The full header of a (type-checked) compact header; a full header is returned as it is."""
+    if "m" not in h:
+        return h
+    name, digest, implied = COMPACT[h["m"]]
+    shape = list(implied) if implied is not None else h["shape"]
+    rest = {k: v for k, v in h.items() if k != "m"}
+    return {**rest, "shape": shape, "dtype": "uint8", "layout": h.get("layout", default_layout(shape)),
+            "model": name, "model_hash": digest, "prec": PRECISION}
+
+
 def _layout_check(h: dict, sections: Mapping[str, bytes]) -> str | None:
+    h = expand_header(h)
     shape, layout = h["shape"], h["layout"]
     if len(shape) != LAYOUTS[layout]:
         return f"layout {layout} needs a {LAYOUTS[layout]}-D shape, got {shape}"
-    if h.get("raw") and len(sections.get("px", b"")) != math.prod(shape):
-        return f"raw section holds {len(sections.get('px', b''))} bytes, shape {shape} needs {math.prod(shape)}"
+    if h.get("raw") and h.get("lz"):
+        return "raw and lz both set: a file has one mode"
+    want = "lz" if h.get("lz") else "px"
+    if list(sections) != [want]:
+        return f"{'an lz' if want == 'lz' else 'a'} file has one '{want}' section, got {', '.join(sections) or 'none'}"
+    if h.get("raw") and len(sections["px"]) != math.prod(shape):
+        return f"raw section holds {len(sections['px'])} bytes, shape {shape} needs {math.prod(shape)}"
+    if h.get("lz") and len(sections["lz"]) > math.prod(shape):
+        # the encoder keeps lz only when it is smaller than the coded pixels, themselves at most the raw size
+        return f"lz section holds {len(sections['lz'])} bytes, more than the {math.prod(shape)} raw pixels of shape {shape}"
     return None
 
 
 SCHEMA = Schema(
     "pc",
     fields={
-        "shape": Field("ints", length=(2, 4), lo=1, hi=_MAX_SIDE),
-        "dtype": Field("str", choices=("uint8",)),
-        "layout": Field("str", choices=tuple(LAYOUTS)),
-        "model": Field("str", length=(1, 255)),
-        "model_hash": Field("str", pattern="[0-9a-f]{16}"),
-        "prec": Field("int", choices=(PRECISION,)),
+        # required in a full header, absent or optional in a compact one (_form_check)
+        "shape": Field("ints", required=False, length=(2, 4), lo=1, hi=_MAX_SIDE),
+        "dtype": Field("str", required=False, choices=("uint8",)),
+        "layout": Field("str", required=False, choices=tuple(LAYOUTS)),
+        "model": Field("str", required=False, length=(1, 255)),
+        "model_hash": Field("str", required=False, pattern="[0-9a-f]{16}"),
+        "prec": Field("int", required=False, choices=(PRECISION,)),
+        "m": Field("str", required=False, choices=tuple(COMPACT)),
         "raw": Field("bool", required=False),
+        "lz": Field("bool", required=False),
     },
-    sections=("px",),
-    checks=(_layout_check,),
-    decoded=lambda h: math.prod(h["shape"]),
+    section_pattern="px|lz",
+    max_sections=1,
+    checks=(_form_check, _layout_check),
+    decoded=lambda h: math.prod(expand_header(h)["shape"]),
 )
 
 
 class PCCodec(Codec):
     name = "pc"
-    version = 3  # v3: photo models; v2 files (circuit models only) are v3 files that name no photo model
+    version = 4  # v4: the lz mode; v3: photo models (v2 files, circuit models only, are v3 files naming no photo model)
     min_version = 1  # v1 files name their model by the v1 array hash, still accepted
     kind = "image"
     description = "lossless 8-bit images with probabilistic circuits (HCLT patches; photo: context-selected residual circuits)"
@@ -194,29 +313,48 @@ class PCCodec(Codec):
             ref = Path(str(model)).name
         header = {"shape": list(np.asarray(data).shape), "dtype": "uint8", "layout": layout, "model": ref,
                   "model_hash": pcm.short_digest, "prec": PRECISION}
+        key = _compact_key(model, pcm, header["shape"], layout)
         coded_bpd = len(words) * 8 / x.size
         report = {"model": ref, "model_choice": chosen, "model_reason": why, "model_hash": pcm.short_digest,
-                  **extra, "coded_bytes": len(words), "coded_bpd": coded_bpd, "raw": False}
+                  **extra, "coded_bytes": len(words), "coded_bpd": coded_bpd, "raw": False, "lz": False,
+                  "lz_bytes": None}
         if len(words) > x.size:
             # the model fits this data worse than 8 bits per pixel (noise, unseen content): store
             # the pixels as they are, so a file is never much larger than the raw image
             header["raw"] = True
-            report["raw"] = True
+            report.update(raw=True, mode="raw", mode_reason=f"model '{ref}' would spend {coded_bpd:.2f} bpd (> 8)")
             report["note"] = (f"stored raw pixels (8 bpd): model '{ref}' would have spent {coded_bpd:.2f} bpd "
                               "on this input")
-            return header, {"px": np.ascontiguousarray(x).tobytes()}, report
-        return header, {"px": words}, report
+            return _final(header, key, report), {"px": np.ascontiguousarray(x).tobytes()}, report
+        if coded_bpd >= LZ_TRY_BPD:
+            report.update(mode="circuit", mode_reason=f"model '{ref}' at {coded_bpd:.2f} bpd (lz is tried below "
+                                                      f"{LZ_TRY_BPD:g} bpd)")
+            return _final(header, key, report), {"px": words}, report
+        packed = lz.compress(_lz_rows(x))
+        report["lz_bytes"] = len(packed)
+        if len(packed) + _LZ_FLAG >= len(words):
+            report.update(mode="circuit", mode_reason=f"model '{ref}' at {coded_bpd:.2f} bpd: {len(words)} bytes, "
+                                                      f"lz {len(packed)}")
+            return _final(header, key, report), {"px": words}, report
+        header["lz"] = True
+        report.update(lz=True, mode="lz", mode_reason=f"lz {len(packed)} bytes, model '{ref}' {len(words)} "
+                                                      f"({coded_bpd:.2f} bpd)")
+        report["note"] = (f"coded with lz (row filters + LZMA, {len(packed) * 8 / x.size:.3f} bpd): {len(packed)} "
+                          f"bytes against {len(words)} by model '{ref}'; exact repeats pay more than prediction here")
+        return _final(header, key, report), {"lz": packed}, report
 
     @declared("options")
     def decompress(self, header: dict, sections: Mapping[str, bytes], *,
                    model: str | Path | PCModel | PhotoModel | None,
                    device: str, max_values: int | None) -> np.ndarray:
         coding_device(device)
-        h = header  # checked against SCHEMA under max_values by Codec.decode (schema()), before this runs
+        h = expand_header(header)  # passed SCHEMA under max_values at the decompress gate (Codec.check_header)
         shape, layout, ref, want = tuple(h["shape"]), h["layout"], h["model"], h["model_hash"]
         n4 = {"hw": (1, *shape, 1), "hwc": (1, *shape), "nhw": (*shape, 1), "nhwc": shape}[layout]
         if h.get("raw"):  # the schema checked the section's size against the shape
             return np.frombuffer(sections["px"], dtype=np.uint8).reshape(shape).copy()
+        if h.get("lz"):  # needs no model; lz.decompress never inflates past the shape (limit checked)
+            return lz.decompress(sections["lz"], (n4[0] * n4[1], n4[2], n4[3])).reshape(shape)
         if model is None:
             if ref not in BUILTIN_MODELS:
                 raise UsageError(f"this file was coded with the pc model '{ref}': pass it with model=PATH")
@@ -239,4 +377,5 @@ class PCCodec(Codec):
         return coding.from_patches(patches, lay).reshape(shape)
 
 
-__all__ = ["PCCodec", "PCModel", "SCHEMA", "auto_model", "canonical", "coding_device"]
+__all__ = ["COMPACT", "PCCodec", "PCModel", "SCHEMA", "auto_model", "canonical", "coding_device", "default_layout",
+           "expand_header"]

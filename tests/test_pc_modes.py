@@ -1,0 +1,124 @@
+"""pc's three modes per file (circuit, raw, lz): lz is chosen where exact repeats pay (a chessboard,
+a screen), bit-exact and signalled in the header; photos keep the circuit and never run LZMA;
+forged lz headers and sections are refused by the schema; old files decode as before."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import neurocodec
+from neurocodec import container as ncx
+from neurocodec import datasets
+from neurocodec.codecs.pc import codec as pc_codec
+from neurocodec.codecs.pc import lz
+from neurocodec.errors import CorruptStreamError
+
+
+def _chessboard() -> np.ndarray:
+    return np.kron((np.indices((8, 8)).sum(0) % 2) * 255, np.ones((25, 25))).astype(np.uint8)
+
+
+def _screen() -> np.ndarray:
+    screen = np.full((120, 160, 3), 240, np.uint8)
+    screen[10:30, 5:150] = (30, 60, 200)
+    screen[40:100, 20:70] = 255
+    for r in range(45, 95, 6):
+        screen[r:r + 1, 25:65] = 0  # "text lines"
+    screen[50:110, 85:155] = (200, 120, 40)
+    return screen
+
+
+@pytest.mark.parametrize("make", [_chessboard, _screen])
+def test_lz_is_chosen_on_repetitive_content_and_bit_exact(make):
+    x = make()
+    enc = neurocodec.encode_with_report(x, codec="pc")
+    box = ncx.unpack(enc.blob)
+    assert enc.report["mode"] == "lz" and enc.report["lz"] and "lz" in enc.report["note"]
+    assert box.header["lz"] is True and list(box.sections) == ["lz"] and box.codec_version == 4
+    assert enc.report["lz_bytes"] == len(box.sections["lz"]) < enc.report["coded_bytes"]
+    back = neurocodec.decode(enc.blob)
+    assert back.dtype == np.uint8 and back.shape == x.shape and np.array_equal(back, x)
+    assert len(enc.blob) < len(neurocodec.encode(x, codec="png")) * 1.1
+
+
+def test_lz_codes_a_batch_as_stacked_rows():
+    x = np.stack([_chessboard()[:50, :60], _chessboard()[25:75, :60]])
+    enc = neurocodec.encode_with_report(x, codec="pc", model="photo")
+    assert enc.report["mode"] == "lz"
+    assert np.array_equal(neurocodec.decode(enc.blob), x)
+
+
+def test_photo_keeps_the_circuit_and_never_runs_lz(monkeypatch):
+    crop = datasets.load("astronaut")[200:264, 100:164]
+
+    def refuse(img):
+        raise AssertionError("lz must not run above LZ_TRY_BPD")
+
+    monkeypatch.setattr(lz, "compress", refuse)
+    enc = neurocodec.encode_with_report(crop, codec="pc")
+    assert enc.report["mode"] == "circuit" and not enc.report["lz"] and enc.report["lz_bytes"] is None
+    assert enc.report["coded_bpd"] >= pc_codec.LZ_TRY_BPD and "lz is tried below" in enc.report["mode_reason"]
+    assert "lz" not in ncx.unpack(enc.blob).header and np.array_equal(neurocodec.decode(enc.blob), crop)
+
+
+def test_cheap_content_where_the_circuit_wins_keeps_it():
+    flat = np.full((32, 32, 3), 200, np.uint8)
+    enc = neurocodec.encode_with_report(flat, codec="pc")
+    assert enc.report["mode"] == "circuit" and enc.report["lz_bytes"] is not None  # tried, lost
+    assert enc.report["coded_bytes"] <= enc.report["lz_bytes"] + len(',"lz":true')
+    assert list(ncx.unpack(enc.blob).sections) == ["px"]
+
+
+def test_forged_lz_headers_and_sections_are_corrupt_stream_errors():
+    box = ncx.unpack(neurocodec.encode(_chessboard(), codec="pc"))
+    px = ncx.unpack(neurocodec.encode(np.full((20, 20), 3, np.uint8), codec="pc"))
+    big = {"lz": lz.compress(np.random.default_rng(0).integers(0, 256, (200, 200), np.uint8))}
+    forged = [
+        (box.header | {"lz": "yes"}, box.sections),
+        (box.header | {"raw": True}, box.sections),  # two modes at once
+        ({k: v for k, v in box.header.items() if k != "lz"}, box.sections),  # lz section, no flag
+        (px.header | {"lz": True}, px.sections),  # flag, px section
+        (box.header, {**box.sections, "px": b"\0" * 4}),  # two sections
+        (box.header, {"LZ": box.sections["lz"]}),
+        (box.header, big),  # an lz section larger than the raw pixels
+        (box.header, {"lz": box.sections["lz"][:-5]}),  # truncated lzma
+        (box.header | {"shape": [200, 199]}, box.sections),  # decompresses to another size
+    ]
+    for header, sections in forged:
+        with pytest.raises(CorruptStreamError):
+            neurocodec.decode(ncx.pack(ncx.Container("pc", 4, header, sections)))
+        with pytest.raises(CorruptStreamError):  # the same gate when decompress is called directly
+            pc_codec.PCCodec().decompress(header, sections)
+
+
+def test_info_reports_the_mode(tmp_path):
+    path = tmp_path / "board.ncx"
+    path.write_bytes(neurocodec.encode(_chessboard(), codec="pc"))
+    proc = subprocess.run([sys.executable, "-m", "neurocodec.cli", "info", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["codec_version"] == 4 and info["header"]["lz"] is True and list(info["sections"]) == ["lz"]
+
+
+def test_compact_header_for_shipped_models():
+    """v4: a file coded with a shipped model by name has a compact header; one digit's is
+    ``{"m":"digit"}``; the pinned keys match the shipped files; forged compact headers are refused."""
+    from neurocodec.codecs.pc.model import load_model
+
+    for key, (name, digest, _) in pc_codec.COMPACT.items():
+        assert load_model(name).short_digest == digest, f"retrained {name}: give it a new compact key"
+    (_, _), (test, _) = datasets.mnist_5k_split()
+    box = ncx.unpack(neurocodec.encode(test[0], codec="pc"))
+    assert box.header == {"m": "digit"} and np.array_equal(neurocodec.decode(ncx.pack(box)), test[0])
+    two = ncx.unpack(neurocodec.encode(test[:2], codec="pc"))
+    assert two.header == {"m": "mnist", "shape": [2, 28, 28]} and np.array_equal(neurocodec.decode(ncx.pack(two)), test[:2])
+    for header, sections in [({"m": "digit", "shape": [28, 28]}, box.sections), ({"m": "mnist"}, two.sections),
+                             ({"m": "nope"}, box.sections), ({"m": "digit", "model_hash": "0" * 16}, box.sections),
+                             ({"m": "digit", "lz": True}, box.sections)]:
+        with pytest.raises(CorruptStreamError):
+            neurocodec.decode(ncx.pack(ncx.Container("pc", 4, header, sections)))
