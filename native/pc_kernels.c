@@ -735,7 +735,7 @@ static PyTypeObject CoderType = {
 
 /* ------------------------------------------------------------------ model building (model.py) */
 
-/* dequantize_rows(q, out): model._dequantize_rows, p = 2^(-q/8) with each row renormalised, for q
+/* dequantize_rows(q, out): kernels.dequantize_rows, p = 2^(-q/8) with each row renormalised, for q
  * (rows, k) uint8 into out (rows, k) float64. pow is the C library's, as in the Numba kernel. */
 static PyObject *dequantize_rows(PyObject *self, PyObject *args)
 {
@@ -795,7 +795,7 @@ HOT static void mix_row(const double *w, const double *basis, Py_ssize_t nb, Py_
     }
 }
 
-/* mix_leaves(w, basis, out, d, m, nb): model._mix_leaves, out[v, k, c] = sum_l w[v, k, l] basis[l, c]
+/* mix_leaves(w, basis, out, d, m, nb): kernels.mix_leaves, out[v, k, c] = sum_l w[v, k, l] basis[l, c]
  * summed over l in order, for w (d, m, nb), basis (nb, kk), out (d, m, kk), all float64. */
 static PyObject *mix_leaves(PyObject *self, PyObject *args)
 {

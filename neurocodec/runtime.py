@@ -7,17 +7,46 @@ are, and a CUDA request on a machine without one is a usage error (never a silen
 Threads: :func:`default_threads` is the policy, :func:`threads` the scoped way to apply it.
 
 Importing this module does not import torch; :func:`resolve_device` does, on first call.
+
+Loading: :func:`lazy_import` defers a module (the Numba kernels) to its first use, so a call served
+by the compiled kernels never pays Numba's 0.9 s import.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import UsageError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def lazy_import(name: str) -> types.ModuleType:
+    """The module ``name``, executed on the first access of one of its attributes.
+
+    Why: the Numba kernels are a fallback (and a training tool) beside the compiled ones in
+    ``native/``, but ``import numba`` alone costs about 0.9 s of a fresh process, most of a first pc
+    encode. Modules that only *may* need a kernel hold it through this; the first attribute access
+    runs the real import (standard :class:`importlib.util.LazyLoader`), once per process."""
+    found = sys.modules.get(name)
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no module named {name!r}")
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    parent, _, child = name.rpartition(".")
+    if parent:
+        setattr(sys.modules[parent], child, module)
+    return module
 
 
 def check_device_name(device: Any) -> str:

@@ -14,6 +14,17 @@ from .coders import (
     encode_symbols,
     encode_with_tables,
 )
-from .tables import DEFAULT_PRECISION, pmf_to_freqs_row, quantize_pmf
 
-__all__ = [*coders.__all__, "DEFAULT_PRECISION", "pmf_to_freqs_row"]
+_TABLES = ("DEFAULT_PRECISION", "pmf_to_freqs_row", "quantize_pmf")
+
+
+def __getattr__(name: str):
+    """The :mod:`.tables` names, loaded when first asked for: they are Numba functions, and a
+    caller on the compiled kernels (a pc encode) never needs them (nor Numba's import time)."""
+    if name in _TABLES:
+        from . import tables
+
+        return getattr(tables, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [*coders.__all__, *_TABLES]

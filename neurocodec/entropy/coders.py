@@ -21,8 +21,9 @@ import constriction
 
 from ..container import Reader, write_uvarint
 from ..errors import CorruptStreamError, UsageError
-from . import kernels
-from .tables import quantize_pmf
+from ..runtime import lazy_import
+
+kernels = lazy_import("neurocodec.entropy.kernels")  # Numba: imported on the first kernel call
 
 _model = constriction.stream.model
 _queue = constriction.stream.queue
@@ -457,5 +458,4 @@ __all__ = [
     "encode_quantized",
     "encode_symbols",
     "encode_with_tables",
-    "quantize_pmf",
 ]

@@ -55,13 +55,15 @@ import numpy as np
 from ...codec import Codec
 from ...errors import CorruptStreamError, InputError, UsageError
 from ...params import Param, declared
-from ...runtime import check_device_name
+from ...runtime import check_device_name, lazy_import
 from ...schema import Field, Schema, max_values_option
-from . import coding, lz
+from . import coding
 from .legacy import v1_model_hash
 from . import photo
 from .model import BUILTIN_MODELS, PCModel, load_model
 from .photo import PhotoModel
+
+lz = lazy_import("neurocodec.codecs.pc.lz")  # Numba row filters: imported when lz is first tried
 
 PRECISION = 24  # bits of the integer tables handed to the range coder
 LAYOUTS = {"hw": 2, "hwc": 3, "nhw": 3, "nhwc": 4}  # layout tag -> rank of the decoded array

@@ -22,8 +22,11 @@ from tqdm import tqdm
 
 from ...entropy import SequentialDecoder, SequentialEncoder
 from ...errors import CorruptStreamError, InputError, UsageError
-from . import kernels, native
+from ...runtime import lazy_import
+from . import native
 from .model import HCLT, PCModel
+
+kernels = lazy_import("neurocodec.codecs.pc.kernels")  # the Numba fallback: imported when first used
 
 ALPHABET = 256
 STATE_BYTES = 48 << 20  # cached messages per chunk of patches (sets the symbol order: a bitstream field)

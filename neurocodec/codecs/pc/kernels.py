@@ -25,8 +25,38 @@ import numpy as np
 from numba import njit, prange
 
 from ...entropy import pmf_to_freqs_row
+from .model import Q_STEP
 
 
+# ------------------------------------------------------ model tables (model.dequantize, leaves)
+@njit(cache=True)
+def dequantize_rows(q, out):
+    """p = 2^(-q/8), each row renormalised; sequential float64 so every machine gets the same bits."""
+    rows, k = q.shape
+    for r in range(rows):
+        s = 0.0
+        for c in range(k):
+            val = 2.0 ** (-float(q[r, c]) / Q_STEP)
+            out[r, c] = val
+            s += val
+        for c in range(k):
+            out[r, c] /= s
+
+
+@njit(cache=True)
+def mix_leaves(w, basis, out):
+    """leaf[v, k, c] = sum_l w[v, k, l] * basis[l, c], summed in a fixed order (reproducible)."""
+    d, m, nb = w.shape
+    for v in range(d):
+        for k in range(m):
+            for c in range(basis.shape[1]):
+                acc = 0.0
+                for el in range(nb):
+                    acc += w[v, k, el] * basis[el, c]
+                out[v, k, c] = acc
+
+
+# ------------------------------------------------------------------------------- the circuit
 @njit(cache=True)
 def _node_update(v, xrow, up, trans, leaf, child_ptr, child_idx, b):
     """Recompute ``up[v]`` from its children and its leaf; leaves the normalised product in ``b``

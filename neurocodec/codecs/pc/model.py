@@ -32,9 +32,9 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from ... import weights
+from ...runtime import lazy_import
 from ...errors import BadMagicError, CorruptStreamError, InputError, UsageError
 from .structure import Tree, compile_tree
 
@@ -56,36 +56,11 @@ SHIPPED: Mapping[str, str] = MappingProxyType({
 PHOTO_MODELS = frozenset({"photo"})  # shipped names whose file is a pc-photo model
 BUILTIN_MODELS = tuple(SHIPPED)
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: the Numba twins of native's dequantize and mix_leaves: loaded only when the compiled kernels are not used
+_kernels = lazy_import("neurocodec.codecs.pc.kernels")
 
 
 # ------------------------------------------------------------------------------ quantisation
-@njit(cache=True)
-def _dequantize_rows(q, out):
-    """p = 2^(-q/8), each row renormalised; sequential float64 so every machine gets the same bits."""
-    rows, k = q.shape
-    for r in range(rows):
-        s = 0.0
-        for c in range(k):
-            val = 2.0 ** (-float(q[r, c]) / Q_STEP)
-            out[r, c] = val
-            s += val
-        for c in range(k):
-            out[r, c] /= s
-
-
-@njit(cache=True)
-def _mix_leaves(w, basis, out):
-    """leaf[v, k, c] = sum_l w[v, k, l] * basis[l, c], summed in a fixed order (reproducible)."""
-    d, m, nb = w.shape
-    for v in range(d):
-        for k in range(m):
-            for c in range(basis.shape[1]):
-                acc = 0.0
-                for el in range(nb):
-                    acc += w[v, k, el] * basis[el, c]
-                out[v, k, c] = acc
-
-
 def quantize_probs(p: np.ndarray) -> np.ndarray:
     """Float probabilities -> uint8 codes of -log2 p in 1/8-bit steps (clipped at 2^-31.875)."""
     with np.errstate(divide="ignore"):
@@ -101,7 +76,7 @@ def dequantize(q: np.ndarray) -> np.ndarray:
         return native.dequantize(q)
     flat = np.ascontiguousarray(q.reshape(-1, q.shape[-1]))
     out = np.empty(flat.shape, dtype=np.float64)
-    _dequantize_rows(flat, out)
+    _kernels.dequantize_rows(flat, out)
     return out.reshape(q.shape)
 
 
@@ -168,7 +143,7 @@ class HCLT:
                 leaf = native.mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis))
             else:
                 leaf = np.empty((d, m, ALPHABET))
-                _mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis), leaf)
+                _kernels.mix_leaves(dequantize(self.q_bw), dequantize(self.q_basis), leaf)
             put("leaf", _frozen(leaf))
 
     @classmethod

@@ -107,7 +107,7 @@ def dequantize(q: np.ndarray) -> np.ndarray:
 
 
 def mix_leaves(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """The compiled twin of :func:`.model._mix_leaves`: ``leaf[v, k, c] = sum_l w[v, k, l] basis[l, c]``
+    """The compiled twin of :func:`.kernels.mix_leaves`: ``leaf[v, k, c] = sum_l w[v, k, l] basis[l, c]``
     summed in the same order. Needs :func:`available`."""
     w = np.ascontiguousarray(w, dtype=np.float64)
     basis = np.ascontiguousarray(basis, dtype=np.float64)

@@ -33,7 +33,9 @@ from tqdm import tqdm
 from ... import weights
 from ...entropy import SequentialDecoder, SequentialEncoder
 from ...errors import CorruptStreamError, InputError
-from . import photo_kernels as K
+from ...runtime import lazy_import
+
+K = lazy_import("neurocodec.codecs.pc.photo_kernels")  # Numba: imported by the first photo coded
 
 KIND = "pc-photo"
 FORMAT_VERSION = 1
@@ -47,8 +49,14 @@ FAST_DIV = 16  # mode 1 starts from the prior counts divided by this
 SYNTHETIC_SHARE = 0.5
 SMALL_IMAGE = 4096
 _MODE_TABLE = np.ones(len(MODES), np.float64)  # the mode symbol before each image: uniform
-_OFFSET_TABLES = K.offset_tables()
-_OFFSET_TABLES.flags.writeable = False
+
+
+@functools.cache
+def _offset_tables() -> np.ndarray:
+    """The offset symbols' fixed tables (read-only; built once, on the first photo coded)."""
+    tables = K.offset_tables()
+    tables.flags.writeable = False
+    return tables
 
 
 def split_groups(img: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -289,7 +297,7 @@ def encode_images(model: PhotoModel, x: np.ndarray, progress: bool = False) -> t
                     m = K.tokens_of(t, ci, g.planes, order, g.pred, g.flip, n, g.tok, g.off, g.offk)
                     enc.push(g.tok[:n], g.tab[:n])
                     if m:
-                        enc.push(g.off[:m], _OFFSET_TABLES[g.offk[:m]])
+                        enc.push(g.off[:m], _offset_tables()[g.offk[:m]])
                     g.update(t, ci, n)
                     bar.update(n)
                 g.end_wave(t)
@@ -316,7 +324,7 @@ def decode_images(model: PhotoModel, data: bytes, shape: tuple[int, int, int, in
                     g.tok[:n] = dec.pull(g.tab[:n])  # in 0..NTOK-1: the tables' width
                     m = K.offset_bits(g.tok, n, g.offk)
                     if m:
-                        g.off[:m] = dec.pull(_OFFSET_TABLES[g.offk[:m]])
+                        g.off[:m] = dec.pull(_offset_tables()[g.offk[:m]])
                     if not K.place(t, ci, g.planes, order, g.pred, g.flip, n, g.tok, g.off):
                         raise CorruptStreamError("pc photo: decoded offset outside its bucket (damaged stream)")
                     g.update(t, ci, n)
