@@ -442,6 +442,11 @@ def describe(blob: bytes) -> dict[str, Any]:
         "header": box.header,
     }
     shape = box.header.get("shape")
+    if shape is None and box.codec in describe_codecs():  # a compact header: its codec knows the shape
+        try:
+            shape = get_codec(box.codec).full_header(box.header).get("shape")
+        except NeurocodecError:
+            shape = None
     if isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape):
         try:
             kind = describe_codec(box.codec).kind  # read from the registry's source: no torch for info

@@ -116,6 +116,12 @@ class Codec(ABC):
         return None
 
     @classmethod
+    def full_header(cls, header: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The header with every field its compact form leaves implied (``shape`` above all), for
+        readers such as ``neurocodec info``; the header itself for codecs without a compact form."""
+        return header
+
+    @classmethod
     def check_header(cls, header: Any, sections: Mapping[str, bytes], options: Mapping[str, Any] | None = None
                      ) -> dict:
         """The one decode-time gate, run before every ``decompress`` body (:func:`_gated`): validate

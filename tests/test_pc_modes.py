@@ -122,3 +122,16 @@ def test_compact_header_for_shipped_models():
                              ({"m": "digit", "lz": True}, box.sections)]:
         with pytest.raises(CorruptStreamError):
             neurocodec.decode(ncx.pack(ncx.Container("pc", 4, header, sections)))
+
+
+def test_info_rates_a_compact_digit_file():
+    """``info`` reads the shape a compact header implies, so one digit's file still gets its rate."""
+    from neurocodec.cli import describe
+
+    (_, _), (test, _) = datasets.mnist_5k_split()
+    blob = neurocodec.encode(test[0], codec="pc")
+    info = describe(blob)
+    assert info["header"] == {"m": "digit"}
+    assert info["bpd"] == pytest.approx(len(blob) * 8 / (28 * 28))
+    forged = ncx.pack(ncx.Container("pc", 4, {"m": "nope"}, ncx.unpack(blob).sections))
+    assert "bpd" not in describe(forged)  # an unknown key implies nothing: no rate, no crash

@@ -345,6 +345,13 @@ class PCCodec(Codec):
                           f"bytes against {len(words)} by model '{ref}'; exact repeats pay more than prediction here")
         return _final(header, key, report), {"lz": packed}, report
 
+    @classmethod
+    def full_header(cls, header: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A compact header's implied fields filled in (:func:`expand_header`): what ``info`` reads
+        the shape (and so the rate) from. Anything else is returned as it is (decoding checks it)."""
+        key = header.get("m")
+        return expand_header(dict(header)) if isinstance(key, str) and key in COMPACT else header
+
     @declared("options")
     def decompress(self, header: dict, sections: Mapping[str, bytes], *,
                    model: str | Path | PCModel | PhotoModel | None,
