@@ -34,6 +34,8 @@ THREAD_DEPENDENT: dict[tuple[str, str], str] = {}
 _CHILD = r"""
 import json, sys
 threads = int(sys.argv[2])
+import os
+os.environ["NEUROCODEC_THREADS"] = str(threads)  # what runtime.threads() applies (hnerv's decode)
 import torch, numba
 torch.set_num_threads(threads)
 numba.set_num_threads(threads)

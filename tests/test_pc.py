@@ -20,7 +20,7 @@ from neurocodec import container as ncx
 from neurocodec import weights
 from neurocodec.codecs.pc import coding, legacy
 from neurocodec.codecs.pc import model as pcmodel
-from neurocodec.codecs.pc.model import HCLT, SHIPPED, PCModel, builtin_path, load_model
+from neurocodec.codecs.pc.model import HCLT, SHIPPED, PCModel, builtin_path, load_model, load_shipped
 from neurocodec.codecs.pc.structure import compile_tree
 from neurocodec.codecs.pc.train import fit_model
 from neurocodec.codecs.pc.train_em import EMConfig, _normalise, em_flows

@@ -107,19 +107,23 @@ def test_info_reports_the_mode(tmp_path):
 
 def test_compact_header_for_shipped_models():
     """v4: a file coded with a shipped model by name has a compact header; one digit's is
-    ``{"m":"digit"}``; the pinned keys match the shipped files; forged compact headers are refused."""
-    from neurocodec.codecs.pc.model import load_model
+    ``{"m":KEY}`` with a key that implies 28x28 (``digit`` for the first mnist model, ``digit2`` for the
+    second); the pinned keys match shipped or retired files; forged compact headers are refused."""
+    from neurocodec.codecs.pc.model import load_model, load_shipped
 
     for key, (name, digest, _) in pc_codec.COMPACT.items():
-        assert load_model(name).short_digest == digest, f"retrained {name}: give it a new compact key"
+        assert load_shipped(name, digest).short_digest == digest, f"{key}: no shipped or retired {name} {digest}"
+    current = load_model("mnist").short_digest
+    digit = next(k for k, v in pc_codec.COMPACT.items() if v == ("mnist", current, (28, 28)))
+    batch = next(k for k, v in pc_codec.COMPACT.items() if v == ("mnist", current, None))
     (_, _), (test, _) = datasets.mnist_5k_split()
     box = ncx.unpack(neurocodec.encode(test[0], codec="pc"))
-    assert box.header == {"m": "digit"} and np.array_equal(neurocodec.decode(ncx.pack(box)), test[0])
+    assert box.header == {"m": digit} and np.array_equal(neurocodec.decode(ncx.pack(box)), test[0])
     two = ncx.unpack(neurocodec.encode(test[:2], codec="pc"))
-    assert two.header == {"m": "mnist", "shape": [2, 28, 28]} and np.array_equal(neurocodec.decode(ncx.pack(two)), test[:2])
-    for header, sections in [({"m": "digit", "shape": [28, 28]}, box.sections), ({"m": "mnist"}, two.sections),
-                             ({"m": "nope"}, box.sections), ({"m": "digit", "model_hash": "0" * 16}, box.sections),
-                             ({"m": "digit", "lz": True}, box.sections)]:
+    assert two.header == {"m": batch, "shape": [2, 28, 28]} and np.array_equal(neurocodec.decode(ncx.pack(two)), test[:2])
+    for header, sections in [({"m": digit, "shape": [28, 28]}, box.sections), ({"m": batch}, two.sections),
+                             ({"m": "nope"}, box.sections), ({"m": digit, "model_hash": "0" * 16}, box.sections),
+                             ({"m": digit, "lz": True}, box.sections)]:
         with pytest.raises(CorruptStreamError):
             neurocodec.decode(ncx.pack(ncx.Container("pc", 4, header, sections)))
 
@@ -131,7 +135,26 @@ def test_info_rates_a_compact_digit_file():
     (_, _), (test, _) = datasets.mnist_5k_split()
     blob = neurocodec.encode(test[0], codec="pc")
     info = describe(blob)
-    assert info["header"] == {"m": "digit"}
+    assert list(info["header"]) == ["m"] and pc_codec.COMPACT[info["header"]["m"]][2] == (28, 28)
     assert info["bpd"] == pytest.approx(len(blob) * 8 / (28 * 28))
     forged = ncx.pack(ncx.Container("pc", 4, {"m": "nope"}, ncx.unpack(blob).sections))
     assert "bpd" not in describe(forged)  # an unknown key implies nothing: no rate, no crash
+
+
+def test_retired_shipped_models_still_decode_their_files():
+    """A retrained shipped model keeps its old file (model.RETIRED): a file that names the old
+    ``model_hash`` decodes with the old parameters, full header or compact."""
+    from neurocodec.codecs.pc.model import RETIRED, builtin_path, load_shipped
+
+    (_, _), (test, _) = datasets.mnist_5k_split()
+    assert RETIRED, "no retired model: this test would check nothing"
+    for (name, digest), (file, _) in RETIRED.items():
+        old = load_shipped(name, digest)
+        assert old.short_digest == digest and old.short_digest != load_shipped(name, "0" * 16).short_digest
+        box = ncx.unpack(neurocodec.encode(test[:3], codec="pc", model=str(builtin_path(name).with_name(file))))
+        assert box.header["model_hash"] == digest
+        named = ncx.Container("pc", box.codec_version, {**box.header, "model": name}, box.sections)
+        assert np.array_equal(neurocodec.decode(ncx.pack(named)), test[:3])
+        for key in [k for k, (n, d, shape) in pc_codec.COMPACT.items() if (n, d) == (name, digest) and shape is None]:
+            compact = ncx.Container("pc", 4, pc_codec.compact_header(named.header, key), box.sections)
+            assert np.array_equal(neurocodec.decode(ncx.pack(compact)), test[:3])

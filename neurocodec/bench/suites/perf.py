@@ -27,6 +27,7 @@ machine inflates less). Writes <results>/perf/<dataset>/pc.json and prints a tab
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -38,12 +39,13 @@ from collections.abc import Callable
 import numpy as np
 
 from ..results import write_results
-from ._shared import load_photos, parser, split_names
+from ._shared import centre_crop, load_photos, parser, split_names
 
-GOALS = {"batch-encode": 300.0, "batch-decode": 200.0, "single-encode": 100.0, "single-decode": 100.0,
+GOALS = {"hnerv-decode": 60.0, "ldm-decode": 2.0, "ldm-decode-memory": 200.0,
+         "batch-encode": 300.0, "batch-decode": 200.0, "single-encode": 100.0, "single-decode": 100.0,
          "photo-encode": 0.5, "photo-decode": 0.5, "natural-encode": 0.5, "natural-decode": 0.5,
          "first-encode": 1.0, "first-encode-numba": 1.0}
-CODECS = ("pc",)
+CODECS = ("pc", "hnerv", "ldm")
 
 _FIRST_CALL = r"""
 import json, sys, time
@@ -134,21 +136,11 @@ def _first_call(rows: list[dict], kernel: str, figure: str) -> None:
                  "first_decode_s": got["first_decode"]})
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = parser("perf", __doc__)
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out")
-    ap.add_argument("--codecs", nargs="+", help="codecs to measure: " + ", ".join(CODECS))
-    ap.add_argument("--data", nargs="+", help="one photo for the photo figures (sample name or image file; "
-                                              "default astronaut)")
-    args = ap.parse_args(argv)
-    codecs = split_names(args.codecs) or list(CODECS)
-    if set(codecs) - set(CODECS):
-        ap.error(f"unknown codecs {sorted(set(codecs) - set(CODECS))}; measured: {', '.join(CODECS)}")
+def pc_figures(args: argparse.Namespace, quick: bool) -> list[dict]:
+    """The pc figures (digits, a photo, a fresh process); writes their three JSON files."""
     from ... import datasets
     from ...codec import decode, encode
 
-    quick = args.quick
     n_batch, n_single, repeats = (100, 20, 2) if quick else (1000, 200, 3)
     digits = datasets.load("mnist_5k")[0]
     rows: list[dict] = []
@@ -209,6 +201,40 @@ def main(argv: list[str] | None = None) -> int:
                   description="first pc encode of one digit in a fresh process with an empty Numba cache "
                               "(imports of the codec and model loading included) against a steady encode there")
     table += frow
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = parser("perf", __doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out")
+    ap.add_argument("--codecs", nargs="+", help="codecs to measure: " + ", ".join(CODECS))
+    ap.add_argument("--data", nargs="+", help="one photo for the photo figures (sample name or image file; "
+                                              "default astronaut)")
+    args = ap.parse_args(argv)
+    codecs = split_names(args.codecs) or list(CODECS)
+    if set(codecs) - set(CODECS):
+        ap.error(f"unknown codecs {sorted(set(codecs) - set(CODECS))}; measured: {', '.join(CODECS)}")
+    quick = args.quick
+    repeats = 2 if quick else 3
+    table: list[dict] = []
+    if "pc" in codecs:
+        table += pc_figures(args, quick)
+    if "hnerv" in codecs:
+        rows = hnerv_rows(quick, repeats)
+        write_results("perf", "bunny", "hnerv", _columns(rows), quick=quick, out_dir=args.out,
+                      description="hnerv decode (QuantizedModel.render, default threads) at 320x180 of the models "
+                                  "planned for the committed bunny RD targets, random weights, against x265's decode "
+                                  f"of the same frames, best of {repeats}")
+        table += rows
+    if "ldm" in codecs:
+        photo = (args.data or ["astronaut"])[0]
+        rows = ldm_rows(photo, quick)
+        write_results("perf", "ldm-decode", "ldm", _columns(rows), quick=quick, out_dir=args.out,
+                      description=f"ldm decode at 1x of {photo} resized to 768x512 (--quick: a 96x96 crop), quality 4, "
+                                  "in a fresh process after its model files are loaded: seconds against JPEG's decode "
+                                  "there, and the peak resident memory the decode adds over the process floor")
+        table += rows
 
     print(f"{'figure':<20}{'unit':>14}{'value':>10}{'kernel':>8}{'baseline':>10}{'ratio':>8}{'goal':>7}"
           f"{'vs goal':>9}{'met':>5}{'cpu':>10}")
@@ -217,6 +243,99 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['ratio']:>8.2f}{r['goal']:>7.1f}{r['vs_goal']:>9.2f}{'yes' if r['met'] else 'no':>5}"
               f"{'' if r['value_cpu'] is None else format(r['value_cpu'], '.3f'):>10}")
     return 0
+
+
+# ------------------------------------------------------------------------------ neural decoders
+def hnerv_rows(quick: bool, repeats: int) -> list[dict]:
+    """HNeRV decode at 320x180 (bunny) for the model of each committed RD target against x265's
+    decode of the same frames in this process. The decoders hold random weights of the planned
+    architecture: decode time does not depend on the values, and no training is needed. Time is
+    ``QuantizedModel.render`` (the whole of ``decompress`` but the stream parsing), best of the
+    repeats, at the library's default threads."""
+    from ...codec import decode, encode
+    from ...codecs.hnerv.codec import QuantizedModel, plan
+    from ...codecs.hnerv.model import Decoder, model_values
+    from .video import FULL_BPP, load_clip
+
+    import torch
+
+    clip = load_clip("bunny", False)[:8 if quick else None]
+    frames = clip.shape[0]
+    x265 = encode(clip, codec="x265", crf=28)
+    rows = []
+    for bpp in ([0.25] if quick else FULL_BPP["bunny"]):
+        arch = plan("hnerv", clip.shape, target_bpp=bpp)
+        gen = torch.Generator().manual_seed(0)
+        state = {k: v.detach().numpy().copy() for k, v in Decoder(arch).state_dict().items()}
+        embed = torch.randn(arch.embed_shape(), generator=gen).numpy()
+        model = QuantizedModel(arch, state, embed)
+        times = _race({"hnerv": lambda: model.render(), "x265": lambda: decode(x265)}, repeats)
+        _throughput(rows, "hnerv-decode", "frames/s", frames, times, baseline="x265",
+                    baseline_name="x265 decode (same run)")
+        rows[-1]["target_bpp"] = bpp
+        rows[-1]["model_values"] = int(model_values(arch))
+    return rows
+
+
+_LDM_DECODE = r"""
+import json, resource, sys, time
+import numpy as np
+import neurocodec
+tiny, blob, jpeg = (open(p, "rb").read() for p in sys.argv[1:4])
+neurocodec.decode(tiny)  # imports, model files and the first-call costs, on a 16x16 file
+neurocodec.decode(jpeg)
+floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t, c = time.perf_counter(), time.process_time()
+out = neurocodec.decode(blob)
+wall, cpu = time.perf_counter() - t, time.process_time() - c
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+jt = float("inf")
+for _ in range(5):
+    s = time.perf_counter()
+    neurocodec.decode(jpeg)
+    jt = min(jt, time.perf_counter() - s)
+print(json.dumps({"wall": wall, "cpu": cpu, "floor_mib": floor, "peak_mib": peak, "jpeg": jt, "shape": list(out.shape)}))
+"""
+
+
+def ldm_rows(photo_name: str, quick: bool) -> list[dict]:
+    """ldm decode at 1x of a photo resized to 768x512 (``--quick``: a 96x96 crop), quality 4, in a
+    fresh process that has only decoded (a 16x16 ldm file first: imports, model files and first-call
+    costs are the floor): seconds against JPEG's decode there, and the peak resident memory
+    (``ru_maxrss``) the decode adds over that floor."""
+    from PIL import Image
+
+    from ...codec import encode
+
+    _, photos = load_photos([photo_name])
+    photo = next(iter(photos.values()))
+    photo = (centre_crop(photo, 96) if quick else
+             np.asarray(Image.fromarray(photo).resize((768, 512), Image.Resampling.BOX)))
+    with tempfile.TemporaryDirectory(prefix="nc-perf-ldm-") as tmp:
+        paths = []
+        for name, img, codec, kw in (("tiny", centre_crop(photo, 16), "ldm", {"quality": 4}),
+                                     ("photo", photo, "ldm", {"quality": 4}), ("jpeg", photo, "jpeg", {"quality": 75})):
+            path = os.path.join(tmp, name + ".ncx")
+            with open(path, "wb") as f:
+                f.write(encode(np.ascontiguousarray(img), codec=codec, **kw))
+            paths.append(path)
+        proc = subprocess.run([sys.executable, "-c", _LDM_DECODE, *paths], capture_output=True, text=True, timeout=1200)
+    if proc.returncode:
+        raise RuntimeError(f"ldm decode probe failed: {proc.stderr[-2000:]}")
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    if got["shape"] != list(photo.shape):
+        raise RuntimeError(f"ldm decode probe: shape {got['shape']}, expected {list(photo.shape)}")
+    over = max(0.0, got["peak_mib"] - got["floor_mib"])
+    common = {"kernel": "torch", "shape": got["shape"]}
+    return [{"figure": "ldm-decode", "unit": "s", "value": got["wall"], "value_cpu": got["cpu"],
+             "baseline": got["jpeg"], "baseline_name": "jpeg decode (same process)", "ratio": got["wall"] / got["jpeg"],
+             "goal": GOALS["ldm-decode"], "vs_goal": GOALS["ldm-decode"] / got["wall"],
+             "met": got["wall"] <= GOALS["ldm-decode"], **common},
+            {"figure": "ldm-decode-memory", "unit": "MiB over floor", "value": over, "value_cpu": None,
+             "baseline": got["floor_mib"], "baseline_name": "process floor (MiB)",
+             "ratio": got["peak_mib"] / got["floor_mib"], "goal": GOALS["ldm-decode-memory"],
+             "vs_goal": min(999.0, GOALS["ldm-decode-memory"] / max(over, 1e-9)), "met": over <= GOALS["ldm-decode-memory"],
+             **common}]
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:

@@ -62,6 +62,7 @@ from ...io import check_video
 from ...params import Param, declared
 from ...quant import choose_axis, dequantize, quantize, scales_from_bytes, scales_to_bytes
 from ...runtime import resolve_device
+from ...runtime import threads as house_threads
 from ...schema import Field, Schema
 from .model import (Arch, Budget, build_decoder, choose_strides, decoder_params, decoder_tensors, embed_values,
                     embeddings, frame_times, model_values)
@@ -348,6 +349,12 @@ class QuantizedModel:
         dev = resolve_device(device)
         dec = build_decoder(self.arch, self.state, dev)
         out = np.empty((len(indices), self.arch.height, self.arch.width, 3), dtype=np.uint8)
+        with house_threads():  # the house policy (cores not already busy); the pixels do not depend on it
+            self._render_into(out, dec, indices, batch, dev)
+        return out
+
+    def _render_into(self, out: np.ndarray, dec: torch.nn.Module, indices: np.ndarray, batch: int,
+                     dev: Any) -> None:
         for i in range(0, len(indices), batch):
             idx = indices[i : i + batch]
             if self.arch.kind == "hnerv":
@@ -357,7 +364,6 @@ class QuantizedModel:
                 z = frame_times(torch.from_numpy(np.asarray(idx)), self.arch.frames).to(dev)
             y = dec(z).float().clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
             out[i : i + len(idx)] = y.permute(0, 2, 3, 1).cpu().numpy()
-        return out
 
 
 def _frame_range(frames: Any, total: int) -> tuple[int, int]:

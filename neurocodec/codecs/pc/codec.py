@@ -60,7 +60,7 @@ from ...schema import Field, Schema, max_values_option
 from . import coding
 from .legacy import v1_model_hash
 from . import photo
-from .model import BUILTIN_MODELS, PCModel, load_model
+from .model import BUILTIN_MODELS, RETIRED, PCModel, load_model, load_shipped
 from .photo import PhotoModel
 
 lz = lazy_import("neurocodec.codecs.pc.lz")  # Numba row filters: imported when lz is first tried
@@ -190,11 +190,9 @@ def _compact_key(model: Any, pcm: Any, shape: tuple[int, ...], layout: str) -> s
     """The compact-header key for a file coded with ``model`` (a shipped name: else None)."""
     if not (isinstance(model, str) and model in BUILTIN_MODELS):
         return None
-    if tuple(shape) == (28, 28) and layout == "hw" and COMPACT["digit"][:2] == (model, pcm.short_digest):
-        return "digit"
-    if model in COMPACT and COMPACT[model][:2] == (model, pcm.short_digest):
-        return model
-    return None
+    keys = [k for k, (name, digest, _) in COMPACT.items() if (name, digest) == (model, pcm.short_digest)]
+    implied = [k for k in keys if COMPACT[k][2] == tuple(shape) and layout == default_layout(shape)]
+    return next(iter(implied or [k for k in keys if COMPACT[k][2] is None]), None)
 
 
 def _form_check(h: dict, sections: Mapping[str, bytes]) -> str | None:
@@ -367,8 +365,12 @@ class PCCodec(Codec):
         if model is None:
             if ref not in BUILTIN_MODELS:
                 raise UsageError(f"this file was coded with the pc model '{ref}': pass it with model=PATH")
-            model = ref
-        pcm = load_model(model)
+            pcm = load_shipped(ref, want)
+            if want != pcm.short_digest:  # a v1 file records the v1 array hash: find the model it names
+                pcm = next((m for m in (load_shipped(n, h) for (n, h) in RETIRED if n == ref)
+                            if v1_model_hash(m) == want), pcm)
+        else:
+            pcm = load_model(model)
         if isinstance(pcm, PhotoModel):
             if want != pcm.short_digest:
                 raise UsageError(f"pc: the file needs model {ref!r} with hash {want}, but the given model has hash "

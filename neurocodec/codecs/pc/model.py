@@ -53,6 +53,11 @@ SHIPPED: Mapping[str, str] = MappingProxyType({
     # the photo model (a ``pc-photo`` model file, :mod:`.photo`; trained by train_photo.py)
     "photo": "90034c8ca8ca591ac8633666175ed565c370ad75fae8db080b8a51d47c603a58",
 })
+#: shipped files since replaced, kept so that every file coded with them still decodes (a file
+#: records its model's name and ``model_hash``): (name, model_hash) -> (file under weights/, SHA-256)
+RETIRED: Mapping[tuple[str, str], tuple[str, str]] = MappingProxyType({
+    ("mnist", "b82e576ea7bbd9ae"): ("mnist-1.ncx", "b82e576ea7bbd9ae2a6d2ec6ff0c17dc2d089d7c0e71bb3d03ab9abce6902630"),
+})
 PHOTO_MODELS = frozenset({"photo"})  # shipped names whose file is a pc-photo model
 BUILTIN_MODELS = tuple(SHIPPED)
 _WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -322,6 +327,21 @@ def _starts_with(path: str | Path, magic: bytes) -> bool:
             return fh.read(len(magic)) == magic
     except OSError:
         return False
+
+
+def load_shipped(name: str, model_hash: str) -> "PCModel | PhotoModel":
+    """The shipped model ``name`` whose ``model_hash`` a file records: the current file, or a
+    retired one (:data:`RETIRED`) when the file was coded before ``name`` was retrained. A hash
+    that matches neither is the caller's to report (it compares the hashes)."""
+    key = (name, model_hash)
+    current = load_model(name)
+    if key in RETIRED and current.short_digest != model_hash:
+        file, digest = RETIRED[key]
+        path = _WEIGHTS / file
+        if not path.is_file():
+            raise UsageError(f"the retired pc model '{name}' ({model_hash}) is missing from this installation ({path})")
+        return load_file(path, expect_digest=digest)
+    return current
 
 
 def load_model(model: "str | Path | PCModel | PhotoModel") -> "PCModel | PhotoModel":

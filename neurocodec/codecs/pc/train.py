@@ -34,6 +34,27 @@ def random_patches(images: Sequence[np.ndarray], patch: tuple[int, int], count: 
     return out
 
 
+def shifted_copies(images: np.ndarray, radius: int) -> np.ndarray:
+    """``images`` (N, H, W) followed by every copy shifted by (dy, dx) in [-radius, radius]^2 other
+    than (0, 0), vacated pixels zero (the digits' background): ``(2r+1)^2 N`` images.
+
+    Why: a digit written one pixel to the left is still a digit, and the 4,000 MNIST training
+    digits under-determine an M=16 circuit (measured: shifts of one pixel took the held-out rate
+    from 1.361 to 1.330 bpd at the same M, which sets the coding speed)."""
+    x = np.asarray(images)
+    n, h, w = x.shape
+    out = [x]
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy == 0 and dx == 0:
+                continue
+            s = np.zeros_like(x)
+            s[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+                x[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            out.append(s)
+    return np.concatenate(out)
+
+
 def as_hwc_list(data: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     """Images ``H,W[,C]``, batches ``N,H,W[,C]`` or a list of either -> list of ``H,W,C`` uint8."""
     items = [data] if isinstance(data, np.ndarray) else list(data)
