@@ -163,7 +163,9 @@ COMPACT: Mapping[str, tuple[str, str, tuple[int, ...] | None]] = MappingProxyTyp
     "mnist": ("mnist", "b82e576ea7bbd9ae", None),
     "natural": ("natural", "37fa2f2778df8b04", None),
     "photo": ("photo", "90034c8ca8ca591a", None),
-    "digit": ("mnist", "b82e576ea7bbd9ae", (28, 28)),  # one digit of the model's own size
+    "digit": ("mnist", "b82e576ea7bbd9ae", (28, 28)),  # one digit of the model's own size (the first mnist)
+    "mnist2": ("mnist", "bcaca5ff03b0423c", None),  # the second mnist model (shifted training digits)
+    "digit2": ("mnist", "bcaca5ff03b0423c", (28, 28)),
 })
 _FULL_ONLY = ("dtype", "model", "model_hash", "prec")  # fields a compact header never holds
 

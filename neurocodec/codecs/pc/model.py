@@ -48,7 +48,7 @@ ALPHABET = 256
 # SHA-256 of the shipped model files: a file that hashes differently is refused, not used.
 # Retraining (train_default.py) prints the new digest; record it here with the new file.
 SHIPPED: Mapping[str, str] = MappingProxyType({
-    "mnist": "b82e576ea7bbd9ae2a6d2ec6ff0c17dc2d089d7c0e71bb3d03ab9abce6902630",
+    "mnist": "bcaca5ff03b0423cae5e48587510c698947c09b78559320aa66e69c11e295ac2",  # since wave 2: shifted training digits; the first is in RETIRED
     "natural": "37fa2f2778df8b042f8c768f013c7f49770090ea7e8c5ff1de02fd446de4f69c",
     # the photo model (a ``pc-photo`` model file, :mod:`.photo`; trained by train_photo.py)
     "photo": "90034c8ca8ca591ac8633666175ed565c370ad75fae8db080b8a51d47c603a58",
