@@ -120,6 +120,24 @@ def _lossless_rows(docs: dict[str, dict], commit: dict[str, str]) -> list[dict]:
     return per_image + whole
 
 
+def _perf_rows(docs: dict[str, dict], commit: dict[str, str]) -> list[dict]:
+    """One row per perf figure (a perf file holds several, with their units and baselines)."""
+    rows = []
+    for name, doc in sorted(docs.items()):
+        r = doc.get("results", {})
+        for i, figure in enumerate(r.get("figure", [])):
+            def at(key: str) -> Any:
+                values = r.get(key) or []
+                return values[i] if i < len(values) else None
+            size = at("target_bpp")
+            rows.append({"codec": name, "figure": figure + (f" ({size:g} bpp model)" if _num(size) else ""),
+                         "unit": at("unit") or "", "value": _fmt_points([at("value")]),
+                         "baseline": f"{_fmt_points([at('baseline')])} ({at('baseline_name') or ''})",
+                         "ratio": _fmt_points([at("ratio")]), "goal": _fmt_points([at("goal")]),
+                         "met": "yes" if at("met") else "no", "commit": commit[name]})
+    return rows
+
+
 def _bd_section(suite: str, dataset: str, docs: dict[str, dict]) -> str | None:
     _, _, anchor = DEFAULT_AXES.get(suite, ("bpp", (), None))
     if suite == "image" and dataset.endswith("_x2"):
@@ -188,7 +206,10 @@ def render(results_dir: Path | None = None) -> str:
             for doc in docs.values():
                 env = doc.get("environment", {})
                 machines.add(f"{env.get('cpu', '?')} x{env.get('cpu_count', '?')}, GPU: {env.get('gpu') or 'none'}")
-            if suite == "lossless":
+            if suite == "perf":
+                rows = _perf_rows(docs, commit)
+                columns = ["codec", "figure", "unit", "value", "baseline", "ratio", "goal", "met", "commit"]
+            elif suite == "lossless":
                 rows = _lossless_rows(docs, commit)
                 columns = ["codec", "files", *[c for c in SUITE_COLUMNS["lossless"]  # columns with a value
                                                if any(r.get(c, "n/a") != "n/a" for r in rows)], "commit"]
