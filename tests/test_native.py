@@ -135,6 +135,7 @@ def test_shipped_models_on_real_images():
 
 @needs_native
 def test_model_building_twins_give_the_same_floats():
+    assert kernels.Q_STEP == pcmodel.Q_STEP
     q = np.concatenate([np.arange(256, dtype=np.uint8)[None], np.full((1, 256), 9, np.uint8),
                         np.random.default_rng(0).integers(0, 256, (4, 256)).astype(np.uint8)])
     numba_q = np.empty(q.shape)

@@ -139,6 +139,9 @@ def test_info_rates_a_compact_digit_file():
     assert info["bpd"] == pytest.approx(len(blob) * 8 / (28 * 28))
     forged = ncx.pack(ncx.Container("pc", 4, {"m": "nope"}, ncx.unpack(blob).sections))
     assert "bpd" not in describe(forged)  # an unknown key implies nothing: no rate, no crash
+    batch_key = next(k for k, v in pc_codec.COMPACT.items() if v[2] is None)
+    no_shape = ncx.pack(ncx.Container("pc", 4, {"m": batch_key}, ncx.unpack(blob).sections))
+    assert "bpd" not in describe(no_shape)  # a batch key without its shape: no rate, no crash
 
 
 def test_retired_shipped_models_still_decode_their_files():

@@ -350,7 +350,9 @@ class PCCodec(Codec):
         """A compact header's implied fields filled in (:func:`expand_header`): what ``info`` reads
         the shape (and so the rate) from. Anything else is returned as it is (decoding checks it)."""
         key = header.get("m")
-        return expand_header(dict(header)) if isinstance(key, str) and key in COMPACT else header
+        if isinstance(key, str) and key in COMPACT and (COMPACT[key][2] is not None or "shape" in header):
+            return expand_header(dict(header))
+        return header  # not a usable compact header: no implied fields (decoding reports what is wrong)
 
     @declared("options")
     def decompress(self, header: dict, sections: Mapping[str, bytes], *,

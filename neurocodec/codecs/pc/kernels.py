@@ -25,7 +25,9 @@ import numpy as np
 from numba import njit, prange
 
 from ...entropy import pmf_to_freqs_row
-from .model import Q_STEP
+
+#: model.Q_STEP (not imported: model loads this module lazily; tests/test_native.py pins them equal)
+Q_STEP = 8.0
 
 
 # ------------------------------------------------------ model tables (model.dequantize, leaves)
