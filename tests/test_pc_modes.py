@@ -23,13 +23,10 @@ def _chessboard() -> np.ndarray:
 
 
 def _screen() -> np.ndarray:
-    screen = np.full((120, 160, 3), 240, np.uint8)
-    screen[10:30, 5:150] = (30, 60, 200)
-    screen[40:100, 20:70] = 255
-    for r in range(45, 95, 6):
-        screen[r:r + 1, 25:65] = 0  # "text lines"
-    screen[50:110, 85:155] = (200, 120, 40)
-    return screen
+    """The benchmark's screen-like image at half size (every other row and column: the same layout)."""
+    from neurocodec.bench.suites.lossless import simple_images
+
+    return np.ascontiguousarray(simple_images()["screen_240x320"][::2, ::2])
 
 
 @pytest.mark.parametrize("make", [_chessboard, _screen])
