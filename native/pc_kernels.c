@@ -50,6 +50,8 @@
 #if defined(__GNUC__)
 #define PC_VEC 1
 typedef double v4d __attribute__((vector_size(32), aligned(8)));
+typedef int64_t v4l __attribute__((vector_size(32), aligned(8))); /* lane masks of v4d comparisons */
+typedef int32_t v4i __attribute__((vector_size(16), aligned(4)));
 #endif
 
 /* y[j] = sum_i a[i] * X[i, j], summed over i in order for each j (X: m x m, row-major). */
@@ -77,6 +79,13 @@ INLINE void vecmat(const double *a, const double *X, const Py_ssize_t m, double 
         const double *row = X + i * m;
         for (Py_ssize_t j = 0; j < m; j++) y[j] += ai * row[j];
     }
+}
+
+/* w[i] *= u[i]: element by element, so vector lanes give the scalar loop's bits; restrict tells
+ * the compiler the scratch row and the message never overlap, which lets it vectorise at all. */
+INLINE void mul_into(double *restrict w, const double *restrict u, const Py_ssize_t m)
+{
+    for (Py_ssize_t i = 0; i < m; i++) w[i] *= u[i];
 }
 
 typedef struct {
@@ -108,7 +117,7 @@ INLINE void node_update_m(const Coder *s, const int16_t *x, double *up, int32_t 
     for (Py_ssize_t i = 0; i < m; i++) b[i] = 1.0;
     for (int32_t ci = s->cptr[v]; ci < s->cptr[v + 1]; ci++) {
         const double *uc = up + (Py_ssize_t)s->cidx[ci] * s->vs * m;
-        for (Py_ssize_t i = 0; i < m; i++) b[i] *= uc[i];
+        mul_into(b, uc, m);
     }
     const int xv = x[(Py_ssize_t)v * s->vs];
     if (xv >= 0) {
@@ -132,14 +141,20 @@ HOT static void node_update(const Coder *s, const int16_t *x, double *up, int32_
         node_update_m(s, x, up, v, b, s->m);
 }
 
-/* Make up[v] current: refresh its dirty descendants first, children before parents. */
-static void ensure_clean(const Coder *s, Py_ssize_t p, int32_t v, double *b)
+static void refresh(const Coder *s, Py_ssize_t p, int32_t v, double *b);
+
+/* Make up[v] current: refresh its dirty descendants first, children before parents. Most
+ * messages asked for are clean, so the test is inlined and only a dirty one costs a call. */
+INLINE void ensure_clean(const Coder *s, Py_ssize_t p, int32_t v, double *b)
 {
-    uint8_t *dirty = s->dirty + p * s->ps + (Py_ssize_t)v * s->vs;
-    if (!*dirty) return;
+    if (s->dirty[p * s->ps + (Py_ssize_t)v * s->vs]) refresh(s, p, v, b);
+}
+
+static void refresh(const Coder *s, Py_ssize_t p, int32_t v, double *b)
+{
     for (int32_t ci = s->cptr[v]; ci < s->cptr[v + 1]; ci++) ensure_clean(s, p, s->cidx[ci], b);
     node_update(s, s->x + p * s->ps, s->up + p * s->ps * s->m, v, b);
-    *dirty = 0;
+    s->dirty[p * s->ps + (Py_ssize_t)v * s->vs] = 0;
 }
 
 /* One level of the outside pass (kernels._conditional): out(c) from out(a), a = parent(c). */
@@ -160,7 +175,7 @@ INLINE void outside_level_m(const Coder *s, Py_ssize_t p, int32_t a, int32_t c, 
         if (sib != c) {
             ensure_clean(s, p, sib, w + m);
             const double *us = up + (Py_ssize_t)sib * s->vs * m;
-            for (Py_ssize_t i = 0; i < m; i++) w[i] *= us[i];
+            mul_into(w, us, m);
         }
     }
     double tot = 0.0;
@@ -191,6 +206,10 @@ INLINE int leaf_freqs_m(const double *w, const double *lt, const Py_ssize_t m, P
     int bad = 0;
     Py_ssize_t c0 = 0;
 #ifdef PC_VEC
+    /* lanes stay all-ones while every pmf value is >= 0 and finite (NaN fails >= 0): the check of
+     * the scalar loop below, four values per comparison, off the running sum's critical path */
+    const v4d zero = {0.0, 0.0, 0.0, 0.0}, inf = {INFINITY, INFINITY, INFINITY, INFINITY};
+    v4l fine = {-1, -1, -1, -1};
     for (; c0 + 16 <= k; c0 += 16) {
         v4d a0 = {0.0, 0.0, 0.0, 0.0}, a1 = a0, a2 = a0, a3 = a0;
         for (Py_ssize_t i = 0; i < m; i++) {
@@ -203,13 +222,14 @@ INLINE int leaf_freqs_m(const double *w, const double *lt, const Py_ssize_t m, P
         }
         v4d *o = (v4d *)(cum + c0);
         o[0] = a0, o[1] = a1, o[2] = a2, o[3] = a3;
+        fine &= (a0 >= zero) & (a0 != inf) & (a1 >= zero) & (a1 != inf);
+        fine &= (a2 >= zero) & (a2 != inf) & (a3 >= zero) & (a3 != inf);
         for (int c = 0; c < 16; c++) {
-            const double p = cum[c0 + c];
-            bad |= !(p >= 0.0) | (p == INFINITY);
-            run += p;
+            run += cum[c0 + c];
             cum[c0 + c] = run;
         }
     }
+    bad = !(fine[0] & fine[1] & fine[2] & fine[3]);
 #endif
     for (; c0 < k; c0++) {
         double p = 0.0;
@@ -224,13 +244,27 @@ INLINE int leaf_freqs_m(const double *w, const double *lt, const Py_ssize_t m, P
     const double budget = full - (double)k;
     /* C(v) = floor(F(v) * budget) + v + 1 for v < k - 1, C(k - 1) = 2^precision; out = diff(C).
      * cum <= total, so every C is an integer below 2^precision + k: exact in a double. */
-    for (Py_ssize_t v = 0; v < k - 1; v++) {
+    Py_ssize_t v = 0;
+#ifdef PC_VEC
+    /* the scalar loop four lanes at a time: the same IEEE division, product and truncation
+     * (cvttpd2dq truncates like the int32_t cast), so the same integers */
+    const v4d tot4 = {total, total, total, total}, bud4 = {budget, budget, budget, budget};
+    const v4d four = {4.0, 4.0, 4.0, 4.0};
+    v4d next = {1.0, 2.0, 3.0, 4.0};
+    for (; v + 4 <= k - 1; v += 4) {
+        v4d *c4 = (v4d *)(cum + v);
+        const v4i fl = __builtin_convertvector(*c4 / tot4 * bud4, v4i);
+        *c4 = __builtin_convertvector(fl, v4d) + next;
+        next += four;
+    }
+#endif
+    for (; v < k - 1; v++) {
         /* floor by truncation: the value lies in [0, budget], so this is exact */
         cum[v] = (double)(int32_t)(cum[v] / total * budget) + (double)(v + 1);
     }
     cum[k - 1] = full;
     out[0] = cum[0];
-    for (Py_ssize_t v = 1; v < k; v++) out[v] = cum[v] - cum[v - 1];
+    for (v = 1; v < k; v++) out[v] = cum[v] - cum[v - 1];
     return 1;
 }
 
@@ -275,7 +309,7 @@ static int conditional(Coder *s, Py_ssize_t p, int32_t t, double *row)
         const int32_t c = s->cidx[si];
         ensure_clean(s, p, c, w + m);
         const double *uc = up + (Py_ssize_t)c * s->vs * m;
-        for (Py_ssize_t i = 0; i < m; i++) w[i] *= uc[i];
+        mul_into(w, uc, m);
     }
     return leaf_freqs(w, s->leaf + (Py_ssize_t)t * m * s->k, m, s->k, s->precision, pmf, row);
 }
@@ -481,6 +515,18 @@ static int observe_at(Coder *s, Py_ssize_t pos, const uint8_t *a, Py_ssize_t lo,
     return 0;
 }
 
+/* observe_at for the int32 symbols that constriction's decoder returns itself */
+static int observe_at32(Coder *s, Py_ssize_t pos, const uint8_t *a, Py_ssize_t lo, Py_ssize_t hi, const int32_t *v,
+                        Py_ssize_t rows)
+{
+    for (Py_ssize_t i = 0; i < rows; i++)
+        if (v[i] < 0 || v[i] >= s->k) return -1;
+    Py_ssize_t j = 0;
+    for (Py_ssize_t p = lo; p < hi; p++)
+        if (a[p]) observe(s, p, (int32_t)pos, (int)v[j++]);
+    return 0;
+}
+
 /* tables(pos, active, out) -> rows: the tables of pixel pos for every active patch, in patch
  * order, into out (rows x k doubles); -1 when a pmf was not a distribution (damaged model). */
 static PyObject *Coder_tables(Coder *s, PyObject *args)
@@ -652,6 +698,7 @@ static PyObject *Coder_decode(Coder *s, PyObject *args)
         return NULL;
     }
     const Py_ssize_t cols = msk.len / s->d;
+    const Py_ssize_t tab_rows = tab.len / (8 * s->k);
     long status = 0;
     if (cols * s->d != msk.len || col0 < 0 || col0 + s->n > cols) {
         PyErr_SetString(PyExc_ValueError, "pc native: mask_t does not match the coder");
@@ -675,16 +722,25 @@ static PyObject *Coder_decode(Coder *s, PyObject *args)
                 status = rows < 0 ? -1 : 0;
                 continue;
             }
-            PyObject *view = PySequence_GetSlice(to, 0, rows);
+            /* the whole buffer needs no slice: one digit per call fills it at every pixel */
+            PyObject *view = rows == tab_rows ? (Py_INCREF(to), to) : PySequence_GetSlice(to, 0, rows);
             PyObject *got = view ? PyObject_CallOneArg(pull, view) : NULL;
             Py_XDECREF(view);
             Py_buffer gv;
-            if (!got || arg_buffer(got, &gv, 0, 8, 'i', rows, "pulled symbols")) {
+            if (!got || PyObject_GetBuffer(got, &gv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
                 Py_XDECREF(got);
                 status = -9;
                 break;
             }
-            if (gv.len != rows * 8 || observe_at(s, t, a, lo, hi, gv.buf, rows)) status = -2;
+            /* int64 from SequentialDecoder.pull, int32 from its bare_pull */
+            const char *f = gv.format ? gv.format : "B";
+            if (*f == '<' || *f == '=' || *f == '@') f++;
+            const int integer = *f == 'i' || *f == 'l' || *f == 'q';
+            if (!integer || (gv.itemsize != 8 && gv.itemsize != 4) || gv.len != rows * gv.itemsize)
+                status = -2;
+            else if (gv.itemsize == 8 ? observe_at(s, t, a, lo, hi, gv.buf, rows)
+                                      : observe_at32(s, t, a, lo, hi, gv.buf, rows))
+                status = -2;
             PyBuffer_Release(&gv);
             Py_DECREF(got);
         }

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from neurocodec import datasets
+from neurocodec.entropy import SequentialDecoder
 from neurocodec.codecs.pc import coding, kernels, native
 from neurocodec.codecs.pc import model as pcmodel
 from neurocodec.codecs.pc.model import HCLT, load_model
@@ -171,6 +172,13 @@ def test_damage_is_reported_not_crashed():
     mask_t = np.ones((12, 2), bool)
     tables = np.empty((2, 256))
     assert coder.decode(np.arange(3), mask_t, 0, lambda t: np.array([1, 999]), tables) == -2
+    # int32, as SequentialDecoder.bare_pull returns them: checked the same; floats and short pulls refused
+    assert coder.decode(np.arange(3), mask_t, 0, lambda t: np.array([1, -1], np.int32), tables) == -2
+    assert coder.decode(np.arange(3), mask_t, 0, lambda t: np.array([1.0, 2.0]), tables) == -2
+    assert coder.decode(np.arange(3), mask_t, 0, lambda t: np.array([1], np.int32), tables) == -2
+    assert coder.decode(np.arange(1), mask_t, 0, lambda t: np.array([7, 9], np.int32), tables) == 0
+    with pytest.raises(CorruptStreamError, match="entropy decoding failed"):
+        SequentialDecoder.failed(ValueError("bad words"))
     with pytest.raises(CorruptStreamError, match="boom"):
         coder.decode(np.arange(3), mask_t, 0, lambda t: (_ for _ in ()).throw(CorruptStreamError("boom")), tables)
 

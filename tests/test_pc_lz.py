@@ -27,6 +27,15 @@ def test_round_trip_is_exact(name):
     assert np.array_equal(lz.decompress(lz.compress(img), img.shape), img)
 
 
+@pytest.mark.parametrize("name", ["row", "noise_rgb", "ramp", "extremes"])
+def test_the_cut_dictionary_gives_the_full_dictionarys_bytes(name):
+    # the encoder sizes LZMA's dictionary to the input; the stream must be the preset's own
+    data = lz.filter_image(_images()[name])
+    assert lz._encoder_filters(len(data))[0]["dict_size"] < 1 << 23
+    assert lz.compress(_images()[name]) == lzma.compress(data, format=lzma.FORMAT_RAW, filters=lz.FILTERS)
+    assert lz._encoder_filters(1 << 30)[0]["dict_size"] == 1 << 23  # never more than the decoder holds
+
+
 def test_every_filter_is_exercised_and_inverted():
     # a picture whose rows favour different filters: flat (none/up), horizontal ramp (sub), diagonal (paeth)
     img = np.zeros((4, 64), np.uint8)

@@ -16,6 +16,10 @@ Compressed words are stored little-endian.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import NoReturn
+
 import numpy as np
 import constriction
 
@@ -423,6 +427,18 @@ class SequentialDecoder:
             with _guard("sequential stream"):
                 out[i:j] = self._dec.decode(self._model, rows)
         return out
+
+    def bare_pull(self) -> Callable[[np.ndarray], np.ndarray]:
+        """:meth:`pull` without its Python frame, for a compiled loop that calls it once per pixel:
+        float64 C-contiguous rows (the caller guarantees it) -> int32 symbols. A decoding failure
+        raises constriction's own exception: hand it to :meth:`failed`."""
+        return functools.partial(self._dec.decode, self._model)
+
+    @staticmethod
+    def failed(exc: BaseException) -> NoReturn:
+        """Raise what :meth:`pull` would have raised for ``exc`` (from :meth:`bare_pull`)."""
+        _decode_failed("sequential stream", exc)
+        raise exc  # unreachable: _decode_failed always raises
 
     def pull_iid(self, freqs: np.ndarray, count: int) -> np.ndarray:
         model = _iid_model(freqs)

@@ -184,8 +184,14 @@ def decode_patches(circ: HCLT, data: bytes, mask: np.ndarray, precision: int, pr
         # the loop over positions runs in C (tables, then dec.pull, then recording the pixels);
         # handed over in groups only so that the progress bar moves
         group = max(1, DECODE_ROWS // (e - s))
+        pull = dec.bare_pull()  # called once per pixel position from C: no Python frame in between
         for g in range(0, live.size, group):
-            status = coder.decode(live[g:g + group], mask_t, s, dec.pull, tables)
+            try:
+                status = coder.decode(live[g:g + group], mask_t, s, pull, tables)
+            except BaseException as exc:  # constriction's own, as pull would have caught them
+                if isinstance(exc, (ValueError, IndexError)) and str(exc).startswith("pc native"):
+                    raise  # the coder's own argument checks: a bug, not damaged data
+                dec.failed(exc)
             if status == -1:
                 raise CorruptStreamError("pc: the circuit produced an invalid conditional (damaged model?)")
             if status:

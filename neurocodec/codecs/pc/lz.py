@@ -28,6 +28,7 @@ from ...errors import CorruptStreamError
 #: dictionary is what the decoder allocates (preset 9 would take 64 MiB), and on the simple-content
 #: set it was within 2 % of 9-extreme's size (chessboard 192 against 189 bytes) at a third of the time
 FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
+_PRESET_DICT = 1 << 23  # preset 6's dictionary, the most an encoder may use for this decoder
 NONE, SUB, UP, PAETH = 0, 1, 2, 3
 
 
@@ -103,7 +104,17 @@ def unfilter_image(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
 
 def compress(img: np.ndarray) -> bytes:
     """The ``lz`` section of an image: its filtered rows, LZMA2-compressed (raw format)."""
-    return lzma.compress(filter_image(img), format=lzma.FORMAT_RAW, filters=FILTERS)
+    data = filter_image(img)
+    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=_encoder_filters(len(data)))
+
+
+def _encoder_filters(size: int) -> list[dict]:
+    """FILTERS with the dictionary cut to the input's size (a power of two, 4 KiB at least). Why:
+    the same bytes, since no match can reach back past the input's start (checked on 300 digits
+    and the scikit-image pictures: identical), while the encoder no longer sets up 8 MiB of match
+    tables for a 784-byte digit: 1.6 ms -> 0.5 ms. A decoder with the full dictionary reads it."""
+    dict_size = min(_PRESET_DICT, 1 << max(12, (max(size, 1) - 1).bit_length()))
+    return [{**FILTERS[0], "dict_size": dict_size}]
 
 
 def decompress(payload: bytes, shape: tuple[int, ...]) -> np.ndarray:

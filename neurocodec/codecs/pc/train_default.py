@@ -81,8 +81,9 @@ def _fit_digits(em: EMConfig, shift: int, val_digits: int, val_seed: int, log) -
     val, train = x_train[perm[:val_digits]], x_train[perm[val_digits:]]
     data = shifted_copies(train, shift) if shift else train
     log(f"{len(train)} training digits (+ shifts of up to {shift} px: {len(data)} images), {len(val)} held out")
-    if val_digits:
-        em = EMConfig(**{**vars(em), "val_fraction": 0.0})  # the held-out digits are these, unshifted
+    # the held-out digits are the val_digits, unshifted; with none, the final fit sees every digit
+    # (a split of shifted copies would leak their originals and only waste data)
+    em = EMConfig(**{**vars(em), "val_fraction": 0.0})
     model = fit_model(data, patch=(28, 28), config=em, name="mnist", log=log)
     info = weights.thaw(model.info)
     info.update(shift=shift, train_digits=len(train), val_digits=len(val), val_seed=val_seed)
