@@ -504,6 +504,16 @@ def _wing_available(module_name: str) -> bool:
     return root.joinpath(*module_name.split(".")[1:]).with_suffix(".py").is_file()
 
 
+def _thread_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"--threads takes a whole number of threads 1..1024, got {text!r}")
+    return n
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The command line. The wing modules (and what they import) are loaded only for the command
     ``argv`` names; every other wing command is a placeholder with its help line, so ``--help``
@@ -515,6 +525,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summaries")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--threads", type=_thread_count, default=None, metavar="N",
+                        help="threads for neurocodec's own compute (sets NEUROCODEC_THREADS; default: the cores "
+                             "other work leaves idle for decoding, one for training, whose results depend on it)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("encode", parents=[common], help="encode a file to .ncx (or the codec's own format)")
@@ -610,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None) or not hasattr(args, "func"):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        if getattr(args, "threads", None) is not None:
+            # the library's setting (runtime.default_threads), for this command's process only
+            os.environ["NEUROCODEC_THREADS"] = str(args.threads)
         return int(args.func(args) or 0)
     except UsageError as exc:
         return _fail(exc, EXIT_USAGE, debug)

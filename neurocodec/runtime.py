@@ -18,6 +18,7 @@ import importlib.util
 import os
 import sys
 import types
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,9 +87,9 @@ def default_threads() -> int:
     """How many threads neurocodec's own compute uses when the caller does not say.
 
     ``NEUROCODEC_THREADS``, else ``OMP_NUM_THREADS``, when set; otherwise the cores this process
-    may run on that are not already busy (1-minute load average), at least one. Why not simply all
-    cores: on a loaded machine torch's and Numba's thread pools wait for their slowest worker, and
-    a 2-core machine with one busy core trained hnerv 7x slower at 2 threads than at 1."""
+    may run on that other work is not using right now (:func:`busy_cores`), at least one. Why not
+    simply all cores: on a loaded machine torch's and Numba's thread pools wait for their slowest
+    worker, and a 2-core machine with one busy core trained hnerv 7x slower at 2 threads than at 1."""
     for name in ("NEUROCODEC_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
@@ -100,11 +101,29 @@ def default_threads() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, int(cores - busy + 0.5)))
+    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+
+
+def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:
+    """How many cores other work keeps busy now: the tasks runnable at this moment less the one
+    reading (the fourth field of ``/proc/loadavg``), the median of a few samples ``gap_s`` apart
+    (about 1 ms in all: it runs on every call that applies the policy).
+    Why not the load average: it trails by a minute both ways, so a process picked one thread for a
+    minute after a load had gone (its own last run counted as load) and all cores for a minute after
+    one had started. Elsewhere than Linux, the 1-minute load average."""
+    counts = []
+    for i in range(max(1, samples)):
+        try:
+            with open("/proc/loadavg", "rb") as f:
+                counts.append(int(f.read().split()[3].split(b"/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            try:
+                return max(0.0, os.getloadavg()[0])
+            except OSError:
+                return 0.0
+        if i + 1 < samples:
+            time.sleep(gap_s)
+    return float(max(0, sorted(counts)[len(counts) // 2]))
 
 
 @contextlib.contextmanager

@@ -74,6 +74,14 @@ def test_usage_errors_exit_2(tmp_path, image_file):
     assert_one_line_error(run("frobnicate"), 2, "invalid choice")
 
 
+def test_threads_option(tmp_path, image_file):
+    assert run("encode", image_file, "-o", tmp_path / "a.ncx", "--codec", "png", "--threads", "2").returncode == 0
+    for bad in ("0", "lots", "-3"):
+        proc = run("encode", image_file, "-o", tmp_path / "b.ncx", "--codec", "png", "--threads", bad)
+        assert proc.returncode == 2 and "--threads" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "b.ncx").exists()
+
+
 def test_bad_input_exit_3(tmp_path, image_file):
     assert_one_line_error(run("encode", tmp_path / "missing.png", "--codec", "png"), 3, "no such file")
     good = tmp_path / "good.ncx"

@@ -578,6 +578,9 @@ def test_threads_parameter_is_set_for_the_encode_and_restored(monkeypatch):
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert resolve_threads(None) == 3 and resolve_threads(2) == 2
+    monkeypatch.setenv("NEUROCODEC_THREADS", "4")  # the CLI's --threads: before OMP_NUM_THREADS
+    assert resolve_threads(None) == 4
+    monkeypatch.delenv("NEUROCODEC_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert resolve_threads(None) == 1
     before = torch.get_num_threads()  # the fixture's 1

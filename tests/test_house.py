@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,24 @@ def test_decode_devices_do_not_leak_into_encodes():
     before = neurocodec.encode(img, codec="ldm", quality=1)
     neurocodec.decode(before, scale=2.0)
     assert neurocodec.encode(img, codec="ldm", quality=1) == before
+
+
+def test_thread_policy_sees_a_load_that_started_a_moment_ago(monkeypatch):
+    from neurocodec import runtime
+
+    monkeypatch.delenv("NEUROCODEC_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cores)]
+    try:
+        time.sleep(0.3)
+        # no load average could have risen in 0.3 s: only the tasks runnable now show the spinners
+        assert runtime.busy_cores() >= 1
+        assert runtime.default_threads() <= max(1, cores - 1)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
 
 
 def test_thread_policy_is_scoped_and_honours_the_environment(monkeypatch):

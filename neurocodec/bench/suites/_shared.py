@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError, UsageError
+from ...runtime import threads
 
 
 class SuiteParser(argparse.ArgumentParser):
@@ -41,14 +42,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
+    with threads(n):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:

@@ -45,7 +45,9 @@ GOALS = {"hnerv-decode": 60.0, "ldm-decode": 2.0, "ldm-decode-memory": 200.0,
          "batch-encode": 300.0, "batch-decode": 200.0, "single-encode": 100.0, "single-decode": 100.0,
          "photo-encode": 0.5, "photo-decode": 0.5, "natural-encode": 0.5, "natural-decode": 0.5,
          "first-encode": 1.0, "first-encode-numba": 1.0}
-CODECS = ("pc", "hnerv", "ldm")
+CODECS = ("pc", "hnerv", "ldm", "threads")
+#: threads: the default's speed over one thread's; idle: the extra cores must pay, loaded: never slower
+GOALS.update({"threads-idle": 1.0, "threads-loaded": 0.95})
 
 _FIRST_CALL = r"""
 import json, sys, time
@@ -236,6 +238,15 @@ def main(argv: list[str] | None = None) -> int:
                                   "there, and the peak resident memory the decode adds over the process floor")
         table += rows
 
+    if "threads" in codecs:
+        rows = thread_rows(quick, repeats)
+        write_results("perf", "thread-policy", "hnerv", _columns(rows), quick=quick, out_dir=args.out,
+                      description="hnerv decode (QuantizedModel.render) of the bunny 0.06 bpp model at 320x180 with "
+                                  "the house thread policy against 1 thread, taking turns, best of the repeats: on "
+                                  "this machine as it is ('idle') and with every core but one kept busy by spinning "
+                                  "processes ('loaded')")
+        table += rows
+
     print(f"{'figure':<20}{'unit':>14}{'value':>10}{'kernel':>8}{'baseline':>10}{'ratio':>8}{'goal':>7}"
           f"{'vs goal':>9}{'met':>5}{'cpu':>10}")
     for r in table:
@@ -274,6 +285,63 @@ def hnerv_rows(quick: bool, repeats: int) -> list[dict]:
                     baseline_name="x265 decode (same run)")
         rows[-1]["target_bpp"] = bpp
         rows[-1]["model_values"] = int(model_values(arch))
+    return rows
+
+
+def thread_rows(quick: bool, repeats: int) -> list[dict]:
+    """The thread policy both ways (issue 17): hnerv decode, the one torch path run at the house's
+    default (:func:`neurocodec.runtime.threads`; pc's kernels are serial, and ldm and hnerv
+    training are pinned to one thread so that their bytes do not depend on the machine's load), at
+    the default and at one thread, first as the machine is, then with ``cores - 1`` spinning
+    processes. ``value``: frames/s at the default; ``ratio``: over one thread's; ``threads``: what
+    the policy chose."""
+    from ...codecs.hnerv.codec import QuantizedModel, plan
+    from ...codecs.hnerv.model import Decoder
+    from ...runtime import default_threads
+    from .video import load_clip
+
+    import torch
+
+    clip = load_clip("bunny", False)[: 8 if quick else 32]
+    arch = plan("hnerv", clip.shape, target_bpp=0.06)
+    state = {k: v.detach().numpy().copy() for k, v in Decoder(arch).state_dict().items()}
+    embed = torch.randn(arch.embed_shape(), generator=torch.Generator().manual_seed(0)).numpy()
+    model = QuantizedModel(arch, state, embed)
+    single = QuantizedModel(arch, state, embed)
+    frames = clip.shape[0]
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    saved = {k: os.environ.pop(k) for k in ("NEUROCODEC_THREADS", "OMP_NUM_THREADS") if k in os.environ}
+    rows = []
+    try:
+        for state_name, spinners in (("idle", 0), ("loaded", max(1, cores - 1))):
+            procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(spinners)]
+            try:
+                time.sleep(0.5 if spinners else 0.0)  # let them reach the run queue
+                chosen = default_threads()
+
+                def one() -> None:
+                    os.environ["NEUROCODEC_THREADS"] = "1"
+                    try:
+                        single.render()
+                    finally:
+                        del os.environ["NEUROCODEC_THREADS"]
+
+                times = _race({"default": lambda: model.render(), "1 thread": one}, repeats + 1)
+            finally:
+                for p in procs:
+                    p.kill()
+                    p.wait()
+            _throughput(rows, f"threads-{state_name}", "frames/s", frames, times, baseline="1 thread",
+                        baseline_name="1 thread (same run)")
+            row = rows[-1]
+            row.update(threads=chosen, spinners=spinners, cores=cores)
+            row["met"] = row["ratio"] >= GOALS[row["figure"]]
+            row["vs_goal"] = row["ratio"] / GOALS[row["figure"]]
+    finally:
+        os.environ.update(saved)
     return rows
 
 

@@ -24,7 +24,7 @@ within ``COLLAPSE_DB`` of it has collapsed (a knocked-out network that the loss-
 see) and is restarted from fresh weights at a quarter of the step, up to ``MAX_RESTARTS`` times;
 every restart is recorded (:attr:`FitResult.restarts`) and a fit that stays degenerate raises.
 
-Threads: ``threads`` (default: ``OMP_NUM_THREADS`` when set, else 1; on a loaded 2-core machine one
+Threads: ``threads`` (default: ``NEUROCODEC_THREADS`` or ``OMP_NUM_THREADS`` when set, else 1; on a loaded 2-core machine one
 training step took 0.32 s at 1 thread against 2.33 s at 2) is applied through
 :func:`torch_threads`, the one place this wing touches torch's thread count, which puts the previous
 count back when the fit (or the encode) ends.
@@ -68,6 +68,7 @@ from ... import weights
 from ...errors import InputError, NeurocodecError, UsageError
 from ...quant import global_magnitude_masks
 from ...runtime import resolve_device
+from ...runtime import threads as house_threads
 from .model import Arch, Model, frame_times
 
 #: an epoch loss this many times the phase's best so far counts as divergence (about -1.8 dB)
@@ -147,29 +148,25 @@ LR_MIN, LR_MAX = 1e-3, 0.04
 
 
 def resolve_threads(threads: int | None) -> int:
-    """``threads``, or ``OMP_NUM_THREADS`` when it is set to a positive integer, or 1 (small
-    convolutions on a shared CPU run fastest single-threaded; see the module docstring)."""
+    """``threads``, or ``NEUROCODEC_THREADS`` (the CLI's ``--threads``) or ``OMP_NUM_THREADS`` when
+    set to a positive integer, or 1: never the house's load-dependent default, since the fit's
+    bytes depend on the count (and small convolutions on a shared CPU run fastest single-threaded;
+    see the module docstring)."""
     if threads is not None:
         return int(threads)
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    return int(env) if env.isdigit() and int(env) > 0 else 1
+    for name in ("NEUROCODEC_THREADS", "OMP_NUM_THREADS"):
+        env = os.environ.get(name, "").strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+    return 1
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with torch's intra-op thread count at ``n``, then put the previous count back.
-
-    The only place the hnerv wing touches this process-wide setting: a fit is long and its speed
-    depends on it (8x between 1 and 2 threads on a loaded 2-core machine), and the library must
-    leave the caller's setting as it found it."""
-    old = torch.get_num_threads()
-    if n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
+def torch_threads(n: int) -> contextlib.AbstractContextManager[int]:
+    """Run a block with torch's intra-op thread count at ``n``, then put the previous count back:
+    the house's :func:`neurocodec.runtime.threads` at a fixed count. The fit passes its count
+    explicitly, never the house's load-dependent default: a fit's float sums, and so an encode's
+    bytes, depend on the thread count (8x between 1 and 2 threads on a loaded 2-core machine, too)."""
+    return house_threads(n)
 
 
 def baseline_psnr(frames: np.ndarray) -> float:

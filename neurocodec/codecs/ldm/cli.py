@@ -110,6 +110,6 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     tr.add_argument("--section", default=None,
                     help="config section to train with (default: the stage's name, e.g. diffusion_pretrain)")
     tr.add_argument("--steps", type=int, default=None, help="override the config's step count")
-    tr.add_argument("--threads", type=int, default=None, help="torch threads (restored when training ends)")
+    # --threads comes from the common options: torch threads for the training (restored when it ends)
     tr.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     tr.set_defaults(func=_train)
