@@ -504,26 +504,22 @@ static Py_ssize_t tables_at(Coder *s, Py_ssize_t pos, const uint8_t *a, Py_ssize
 
 /* Record v[0..rows) as pixel pos of the flagged patches among lo..hi-1; -1 (nothing recorded)
  * when one is outside 0..k-1. */
-static int observe_at(Coder *s, Py_ssize_t pos, const uint8_t *a, Py_ssize_t lo, Py_ssize_t hi, const int64_t *v,
-                      Py_ssize_t rows)
+/* symbol i of a pulled array: int64 (SequentialDecoder.pull, Coder.observe) or int32 (bare_pull) */
+INLINE int64_t symbol_at(const void *v, Py_ssize_t itemsize, Py_ssize_t i)
 {
-    for (Py_ssize_t i = 0; i < rows; i++)
-        if (v[i] < 0 || v[i] >= s->k) return -1;
-    Py_ssize_t j = 0;
-    for (Py_ssize_t p = lo; p < hi; p++)
-        if (a[p]) observe(s, p, (int32_t)pos, (int)v[j++]);
-    return 0;
+    return itemsize == 8 ? ((const int64_t *)v)[i] : ((const int32_t *)v)[i];
 }
 
-/* observe_at for the int32 symbols that constriction's decoder returns itself */
-static int observe_at32(Coder *s, Py_ssize_t pos, const uint8_t *a, Py_ssize_t lo, Py_ssize_t hi, const int32_t *v,
-                        Py_ssize_t rows)
+static int observe_at(Coder *s, Py_ssize_t pos, const uint8_t *a, Py_ssize_t lo, Py_ssize_t hi, const void *v,
+                      Py_ssize_t itemsize, Py_ssize_t rows)
 {
-    for (Py_ssize_t i = 0; i < rows; i++)
-        if (v[i] < 0 || v[i] >= s->k) return -1;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        const int64_t x = symbol_at(v, itemsize, i);
+        if (x < 0 || x >= s->k) return -1;
+    }
     Py_ssize_t j = 0;
     for (Py_ssize_t p = lo; p < hi; p++)
-        if (a[p]) observe(s, p, (int32_t)pos, (int)v[j++]);
+        if (a[p]) observe(s, p, (int32_t)pos, (int)symbol_at(v, itemsize, j++));
     return 0;
 }
 
@@ -581,7 +577,7 @@ static PyObject *Coder_observe(Coder *s, PyObject *args)
         PyBuffer_Release(&act);
         return NULL;
     }
-    const int ret = observe_at(s, pos, a, 0, s->n, sym.buf, need);
+    const int ret = observe_at(s, pos, a, 0, s->n, sym.buf, 8, need);
     PyBuffer_Release(&act);
     PyBuffer_Release(&sym);
     return PyLong_FromLong(ret);
@@ -738,8 +734,7 @@ static PyObject *Coder_decode(Coder *s, PyObject *args)
             const int integer = *f == 'i' || *f == 'l' || *f == 'q';
             if (!integer || (gv.itemsize != 8 && gv.itemsize != 4) || gv.len != rows * gv.itemsize)
                 status = -2;
-            else if (gv.itemsize == 8 ? observe_at(s, t, a, lo, hi, gv.buf, rows)
-                                      : observe_at32(s, t, a, lo, hi, gv.buf, rows))
+            else if (observe_at(s, t, a, lo, hi, gv.buf, gv.itemsize, rows))
                 status = -2;
             PyBuffer_Release(&gv);
             Py_DECREF(got);
