@@ -106,8 +106,10 @@ def default_threads() -> int:
 
 def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:
     """How many cores other work keeps busy now: the tasks runnable at this moment less the one
-    reading (the fourth field of ``/proc/loadavg``), the median of a few samples ``gap_s`` apart
-    (about 1 ms in all: it runs on every call that applies the policy).
+    reading (the fourth field of ``/proc/loadavg``), the fewest of a few samples ``gap_s`` apart
+    (about 1 ms in all: it runs on every call that applies the policy). The fewest, not the median:
+    a busy process is runnable at every sample, while the threads another library is winding down
+    (seen: 4-5 runnable for a moment after an x265 decode) come and go between them.
     Why not the load average: it trails by a minute both ways, so a process picked one thread for a
     minute after a load had gone (its own last run counted as load) and all cores for a minute after
     one had started. Elsewhere than Linux, the 1-minute load average."""
@@ -123,7 +125,7 @@ def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:
                 return 0.0
         if i + 1 < samples:
             time.sleep(gap_s)
-    return float(max(0, sorted(counts)[len(counts) // 2]))
+    return float(max(0, min(counts)))
 
 
 @contextlib.contextmanager
