@@ -106,7 +106,8 @@ def default_threads() -> int:
 
 def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:
     """How many cores other work keeps busy now: the tasks runnable at this moment less the one
-    reading (the fourth field of ``/proc/loadavg``), the fewest of a few samples ``gap_s`` apart
+    reading process's own (the fourth field of ``/proc/loadavg`` less :func:`_own_runnable`), the
+    fewest of a few samples ``gap_s`` apart
     (about 1 ms in all: it runs on every call that applies the policy). The fewest, not the median:
     a busy process is runnable at every sample, while the threads another library is winding down
     (seen: 4-5 runnable for a moment after an x265 decode) come and go between them.
@@ -116,8 +117,11 @@ def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:
     counts = []
     for i in range(max(1, samples)):
         try:
+            own = _own_runnable()
             with open("/proc/loadavg", "rb") as f:
-                counts.append(int(f.read().split()[3].split(b"/")[0]) - 1)
+                total = int(f.read().split()[3].split(b"/")[0])
+            # own threads read before and after: one that fell asleep in between is still subtracted
+            counts.append(total - max(own, _own_runnable()))
         except (OSError, IndexError, ValueError):
             try:
                 return max(0.0, os.getloadavg()[0])
@@ -126,6 +130,26 @@ def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:
         if i + 1 < samples:
             time.sleep(gap_s)
     return float(max(0, min(counts)))
+
+
+def _own_runnable() -> int:
+    """This process's threads that are runnable now, the reader included (at least 1). Why: torch's
+    OpenMP workers keep spinning for a while after a parallel region, and counted as other work
+    they made the call after a 2-thread decode pick one thread."""
+    own = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return 1
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
+        own += stat[end + 2:end + 3] == b"R"
+    return max(1, own)
 
 
 @contextlib.contextmanager

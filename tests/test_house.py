@@ -271,6 +271,29 @@ def test_thread_policy_sees_a_load_that_started_a_moment_ago(monkeypatch):
             p.wait()
 
 
+def test_thread_policy_does_not_count_this_processs_own_threads():
+    import hashlib
+    import threading
+
+    from neurocodec import runtime
+
+    stop = threading.Event()
+    data = bytes(1 << 24)
+
+    def spin() -> None:  # hashing releases the GIL: a thread runnable the whole time, as a busy worker is
+        while not stop.is_set():
+            hashlib.sha256(data).digest()
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        time.sleep(0.05)
+        assert max(runtime._own_runnable() for _ in range(20)) >= 2  # the reader and the worker
+    finally:
+        stop.set()
+        worker.join()
+
+
 def test_thread_policy_is_scoped_and_honours_the_environment(monkeypatch):
     import torch
 
