@@ -329,7 +329,7 @@ def thread_rows(quick: bool, repeats: int) -> list[dict]:
                     finally:
                         del os.environ["NEUROCODEC_THREADS"]
 
-                times = _race({"default": lambda: model.render(), "1 thread": one}, repeats + 1)
+                times = _race({"default": lambda: model.render(), "1 thread": one}, 2 * repeats)
             finally:
                 for p in procs:
                     p.kill()
