@@ -60,7 +60,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train import run
 
-    return run(args.stage, args.config, args.out, args.steps, args.threads, args.section, args.device)
+    return run(args.stage, args.config, args.out, args.steps, getattr(args, "threads", None), args.section, args.device)
 
 
 def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> None:
