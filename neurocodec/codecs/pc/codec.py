@@ -166,6 +166,8 @@ COMPACT: Mapping[str, tuple[str, str, tuple[int, ...] | None]] = MappingProxyTyp
     "digit": ("mnist", "b82e576ea7bbd9ae", (28, 28)),  # one digit of the model's own size (the first mnist)
     "mnist2": ("mnist", "bcaca5ff03b0423c", None),  # the second mnist model (shifted training digits)
     "digit2": ("mnist", "bcaca5ff03b0423c", (28, 28)),
+    "mnist3": ("mnist", "b0f21f789ce5695c", None),  # the third (12 epochs of shifted digits, 64 leaf bases)
+    "digit3": ("mnist", "b0f21f789ce5695c", (28, 28)),
 })
 _FULL_ONLY = ("dtype", "model", "model_hash", "prec")  # fields a compact header never holds
 

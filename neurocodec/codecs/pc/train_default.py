@@ -35,8 +35,10 @@ CONFIGS = {
     # validation: val_digits of the 4,000 held out (seeded by val_seed) and never shifted, so the
     # held-out figure stays honest. Measured on that split at M=16: no shifts 1.361 bpd held out
     # (20 epochs), shifts of 1 pixel 1.330 (6 epochs over 9x the digits); M=32 without shifts 1.346.
-    "mnist": {"states": 16, "basis": 32, "epochs": 6, "pseudocount": 0.01, "batch_size": 512,
-              "step_start": 0.5, "step_end": 0.05, "seed": 0, "shape": "chow_liu", "shift": 1,
+    # Third model: 12 epochs 1.324; step_end 0.01 as well 1.327; and 64 leaf bases 1.309 (shipped:
+    # the bases are mixed into the leaves when the model loads, so coding costs the same).
+    "mnist": {"states": 16, "basis": 64, "epochs": 12, "pseudocount": 0.01, "batch_size": 512,
+              "step_start": 0.5, "step_end": 0.01, "seed": 0, "shape": "chow_liu", "shift": 1,
               "val_digits": 400, "val_seed": 123},
     "natural": {"states": 16, "basis": 32, "epochs": 8, "pseudocount": 1.0, "batch_size": 1024,
                 "step_start": 0.5, "step_end": 0.05, "seed": 0, "max_patches": 30000},
