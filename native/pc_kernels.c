@@ -357,15 +357,21 @@ static void observe(Coder *s, Py_ssize_t p, int32_t t, int sym)
 
 /* ------------------------------------------------------------------------------ the type */
 
+/* a buffer's struct type letter, without the byte-order prefix ("B" when it states none) */
+static char format_code(const Py_buffer *view)
+{
+    const char *f = view->format ? view->format : "B";
+    return (*f == '<' || *f == '=' || *f == '@') ? f[1] : f[0];
+}
+
 static int take(Coder *s, PyObject *obj, Py_ssize_t itemsize, char kind, Py_ssize_t count, const char *what,
                 const void **ptr)
 {
     Py_buffer *view = &s->bufs[s->nbufs];
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
     s->nbufs++;
-    const char *f = view->format ? view->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    const int is_float = (*f == 'd' || *f == 'f');
+    const char f = format_code(view);
+    const int is_float = (f == 'd' || f == 'f');
     if (view->itemsize != itemsize || (kind == 'f') != is_float || view->len != count * itemsize) {
         PyErr_Format(PyExc_ValueError, "pc native: %s has the wrong type or size", what);
         return -1;
@@ -467,9 +473,8 @@ static int arg_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t i
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
-    const char *f = view->format ? view->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    const int is_float = (*f == 'd' || *f == 'f');
+    const char f = format_code(view);
+    const int is_float = (f == 'd' || f == 'f');
     if (view->itemsize != itemsize || (kind == 'f') != is_float || view->len < count * itemsize) {
         PyBuffer_Release(view);
         PyErr_Format(PyExc_ValueError, "pc native: %s has the wrong type or size", what);
@@ -729,9 +734,8 @@ static PyObject *Coder_decode(Coder *s, PyObject *args)
                 break;
             }
             /* int64 from SequentialDecoder.pull, int32 from its bare_pull */
-            const char *f = gv.format ? gv.format : "B";
-            if (*f == '<' || *f == '=' || *f == '@') f++;
-            const int integer = *f == 'i' || *f == 'l' || *f == 'q';
+            const char f = format_code(&gv);
+            const int integer = f == 'i' || f == 'l' || f == 'q';
             if (!integer || (gv.itemsize != 8 && gv.itemsize != 4) || gv.len != rows * gv.itemsize)
                 status = -2;
             else if (observe_at(s, t, a, lo, hi, gv.buf, gv.itemsize, rows))

@@ -97,11 +97,16 @@ def default_threads() -> int:
                 return max(1, int(value))
             except ValueError:
                 raise UsageError(f"{name}={value!r} is not a number of threads") from None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; elsewhere than Linux, all of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def busy_cores(samples: int = 3, gap_s: float = 0.0005) -> float:

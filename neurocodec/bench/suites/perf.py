@@ -297,7 +297,7 @@ def thread_rows(quick: bool, repeats: int) -> list[dict]:
     the policy chose."""
     from ...codecs.hnerv.codec import QuantizedModel, plan
     from ...codecs.hnerv.model import Decoder
-    from ...runtime import default_threads
+    from ...runtime import default_threads, usable_cores
     from .video import load_clip
 
     import torch
@@ -307,12 +307,8 @@ def thread_rows(quick: bool, repeats: int) -> list[dict]:
     state = {k: v.detach().numpy().copy() for k, v in Decoder(arch).state_dict().items()}
     embed = torch.randn(arch.embed_shape(), generator=torch.Generator().manual_seed(0)).numpy()
     model = QuantizedModel(arch, state, embed)
-    single = QuantizedModel(arch, state, embed)
     frames = clip.shape[0]
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     saved = {k: os.environ.pop(k) for k in ("NEUROCODEC_THREADS", "OMP_NUM_THREADS") if k in os.environ}
     rows = []
     try:
@@ -325,7 +321,7 @@ def thread_rows(quick: bool, repeats: int) -> list[dict]:
                 def one() -> None:
                     os.environ["NEUROCODEC_THREADS"] = "1"
                     try:
-                        single.render()
+                        model.render()
                     finally:
                         del os.environ["NEUROCODEC_THREADS"]
 
