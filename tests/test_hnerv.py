@@ -13,8 +13,10 @@ import torch
 
 import neurocodec
 from neurocodec import weights
-from neurocodec.codecs.hnerv.codec import QUALITY_BPP, HNeRVCodec, NeRVCodec, plan, quantize_model, read_model
-from neurocodec.codecs.hnerv.model import Arch, Model, choose_strides, decoder_params, embeddings, model_values
+from neurocodec.codecs.hnerv.codec import (QUALITY_BPP, HNeRVCodec, NeRVCodec, plan, quantize_model, read_model,
+                                           render_batch)
+from neurocodec.codecs.hnerv.model import (Arch, Model, build_decoder, choose_strides, decoder_params, embeddings,
+                                           frame_times, model_values)
 from neurocodec.codecs.hnerv.train import CHECKPOINT_KIND, CHECKPOINT_VERSION, FitConfig, fit, lr_at
 from neurocodec.container import Container, pack, unpack
 from neurocodec.errors import CorruptStreamError, InputError, UsageError
@@ -216,6 +218,25 @@ def test_frames_range_decodes_only_that_range():
     for bad in [(5, 2), (0, 9), (3,), "x"]:
         with pytest.raises(UsageError):
             neurocodec.decode(blob, frames=bad)
+
+
+@pytest.mark.parametrize("cls", [HNeRVCodec, NeRVCodec])
+def test_decoded_pixels_do_not_depend_on_the_batch(cls):
+    # the CPU decode runs channels-last and one frame per call for large frames (render_batch):
+    # neither may change a pixel against NCHW batches of eight
+    clip = _clip(8, 32, 32)
+    blob = cls().encode(clip, **FAST)
+    model = read_model(unpack(blob).header, unpack(blob).sections, cls.name)
+    nchw = build_decoder(model.arch, model.state, "cpu")
+    with torch.no_grad():
+        z = (torch.from_numpy(model.embed) if model.embed is not None
+             else frame_times(torch.arange(8), model.arch.frames))
+        ref = nchw(z).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for batch in (None, 1, 3, 8):
+        assert np.array_equal(model.render(batch=batch), ref)
+    assert render_batch(model.arch, torch.device("cpu")) == 8  # 32x32 frames: small activations
+    big = plan("hnerv", (132, 180, 320, 3), target_bpp=0.16)
+    assert render_batch(big, torch.device("cpu")) == 1 and render_batch(big, torch.device("cuda")) == 8
 
 
 def test_training_learns_and_quantization_costs_little():
