@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -682,6 +683,51 @@ def test_hyperprior_round_trip_header_and_versions(tiny_hp):
         codec.decode(neurocodec.container.pack(neurocodec.container.Container("ldm", 2, box.header, box.sections)))
     # an ae stream is still written as version 2
     assert neurocodec.container.unpack(codec.encode(_img(16, 16), quality=1, model="ae")).codec_version == 2
+
+
+def test_a_decode_only_copy_decodes_its_models_files_bit_for_bit_and_nothing_else(tiny_hp, tmp_path):
+    """How a retired hyperprior ships: without g_a, h_a, float h_s and the z density, naming the
+    full model it was cut from (what that model's streams record); it never encodes or seeds training."""
+    from neurocodec.codecs.ldm import hpcoding, train_hyperprior
+
+    codec = LDMCodec()
+    img = _img(70, 90)
+    blob = codec.encode(img, model="hyperprior", weights=tiny_hp, quality=6)
+    full = weights.load(tiny_hp)
+    slim = tmp_path / "slim.ncx"
+    digest = hpcoding.write_decode_only(full, slim)
+    mf = weights.load(slim)
+    assert mf.digest == digest != full.digest and hpcoding.stream_digest(mf) == full.short_digest
+    assert not any(k.startswith(("g_a.", "h_a.", "h_s.", "z_density.")) for k in mf.arrays)
+    assert slim.stat().st_size < Path(tiny_hp).stat().st_size
+    assert np.array_equal(codec.decode(blob, weights=str(slim)), codec.decode(blob, weights=tiny_hp))
+    for a, b in zip(codec.hp_latents(*_hb(blob), str(slim)), codec.hp_latents(*_hb(blob), tiny_hp)):
+        assert np.array_equal(a, b)
+    with pytest.raises(UsageError, match="decode-only"):
+        codec.encode(img, model="hyperprior", weights=str(slim), quality=6)
+    with pytest.raises(UsageError, match="decode-only"):
+        train_hyperprior._warm_start(slim)
+    with pytest.raises(UsageError, match="already decode-only"):
+        hpcoding.write_decode_only(mf, tmp_path / "again.ncx")
+    other = tmp_path / "other.ncx"
+    hpcoding.write_decode_only(weights.load(WEIGHTS_DIR / "hyperprior-2.ncx"), other)
+    with pytest.raises(InputError, match="decode with the same model"):  # another model's copy
+        codec.decode(blob, weights=str(other))
+
+
+def _hb(blob: bytes):
+    box = neurocodec.container.unpack(blob)
+    return box.header, box.sections
+
+
+def test_the_retired_hyperprior_ships_decode_only_and_names_its_model():
+    from neurocodec.codecs.ldm import hpcoding
+    from neurocodec.codecs.ldm import model as ldm_model
+
+    for name, (made, shipped) in ldm_model.HYPERPRIORS.items():
+        mf = weights.load(WEIGHTS_DIR / name, expect_digest=shipped)
+        assert hpcoding.stream_digest(mf) == made[:16]
+        assert (hpcoding.decode_only_of(mf) is None) == (made == shipped) == (name == ldm_model.HYPERPRIOR_FILE)
 
 
 def test_a_hyperprior_decode_checks_its_header_and_resolves_its_model_once(tiny_hp, monkeypatch):

@@ -300,9 +300,9 @@ class LDMCodec(Codec):
             path, pinned = str(shipped[0]), shipped[1]
         mf = wfiles.load(path, kind=ldm_model.KIND, versions=(2, 2), expect_digest=pinned)
         hpcoding.check_model_file(mf)
-        if expect is not None and mf.short_digest != expect:
+        if expect is not None and hpcoding.stream_digest(mf) != expect:
             raise InputError(f"this file was made with ldm model {expect}, the hyperprior model given is "
-                             f"{mf.short_digest}: decode with the same model (weights=PATH)")
+                             f"{hpcoding.stream_digest(mf)}: decode with the same model (weights=PATH)")
         return mf
 
     @staticmethod
@@ -319,6 +319,9 @@ class LDMCodec(Codec):
     def _compress_hp_1t(self, rgb: np.ndarray, mode: str, quality: int, path: str | None, effort: int,
                         progress: bool):
         mf = self._hp_file(path)
+        if hpcoding.decode_only_of(mf) is not None:
+            raise UsageError(f"hyperprior model {hpcoding.stream_digest(mf)} is a decode-only copy (a retired model, "
+                             "kept to decode the files it wrote): encode with the shipped model or a full model file")
         net = wfiles.build(mf, _hp_network, "cpu")  # the encoder always runs on the CPU
         qualities = int(mf.config["args"]["qualities"])
         if not 1 <= quality <= qualities:
@@ -477,12 +480,13 @@ SCHEMA = Schema(
 
 
 def shipped_hyperprior(short: str | None = None) -> tuple[Path, str] | None:
-    """(path, pinned SHA-256) of the shipped hyperprior whose digest starts with ``short`` (a v3
-    stream's ``model``), or of the one new encodes use; ``None`` when there is no such file."""
+    """(path, pinned SHA-256 of the file) of the shipped hyperprior whose model digest (what its
+    streams record) starts with ``short`` (a v3 stream's ``model``), or of the one new encodes use;
+    ``None`` when there is no such file."""
     if short is None:
         name, digest = ldm_model.HYPERPRIOR_FILE, ldm_model.SHIPPED_HYPERPRIOR
     else:
-        found = [(n, d) for n, d in ldm_model.HYPERPRIORS.items() if d.startswith(short.lower())]
+        found = [(n, file) for n, (made, file) in ldm_model.HYPERPRIORS.items() if made.startswith(short.lower())]
         if not found:
             return None
         name, digest = found[0]

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from ...entropy import SequentialDecoder, SequentialEncoder, decode_symbols, encode_symbols, quantize_pmf
-from ...errors import CorruptStreamError, InputError
-from .hyperprior import SCALE_BOUND, HyperpriorModel
+from ...errors import CorruptStreamError, InputError, UsageError
+from .hyperprior import DECODE_KEEP, SCALE_BOUND, HyperpriorModel
 
 CODING_VERSION = 1
 PRECISION = 16                 # bits of every frequency table
@@ -369,6 +369,37 @@ def write_model_file(model: HyperpriorModel, dest: Any, *, dtype: str = "float16
     return weights.save(dest, MODEL_KIND, FORMAT_VERSION, cfg, {**state, **arrays}, compression="lzma")
 
 
+def decode_only_of(mf: Any) -> str | None:
+    """The SHA-256 of the full model a decode-only file was cut from, or None for a full model."""
+    made = mf.config.get("decode_only_of")
+    return made if isinstance(made, str) else None
+
+
+def stream_digest(mf: Any) -> str:
+    """The short digest a v3 stream records for ``mf``'s model: its own, or for a decode-only copy
+    the full model's it was cut from (so the files that model wrote keep naming it)."""
+    made = decode_only_of(mf)
+    return made[:16] if made is not None else mf.short_digest
+
+
+def write_decode_only(mf: Any, dest: Any) -> str:
+    """Write the decode-only copy of the full hyperprior model file ``mf``; returns its digest.
+
+    Why: a retired model only ever decodes the files it wrote, and ``g_a``, ``h_a``, the float
+    ``h_s`` and the ``z`` density (about half the file) are the encoder's and the trainer's. The
+    arrays kept are copied as stored, so a decode with the copy is the decode with the original,
+    bit for bit; the copy records the original's digest, which is what its streams name."""
+    from ... import weights
+    from .hyperprior import FORMAT_VERSION, MODEL_KIND
+
+    check_model_file(mf)
+    if decode_only_of(mf) is not None:
+        raise UsageError(f"ldm hyperprior model file {mf.short_digest} is already decode-only")
+    arrays = {k: np.asarray(v) for k, v in mf.arrays.items() if k.startswith(DECODE_KEEP)}
+    config = {**dict(mf.config), "decode_only_of": mf.digest}
+    return weights.save(dest, MODEL_KIND, FORMAT_VERSION, config, arrays, compression="lzma")
+
+
 def check_model_file(mf: Any) -> None:
     """Refuse (one line, InputError) a hyperprior file the codec cannot use."""
     from .hyperprior import NETWORK
@@ -384,3 +415,6 @@ def check_model_file(mf: Any) -> None:
     if not isinstance(args, Mapping) or not all(isinstance(args.get(k), int) and args.get(k) > 0
                                                 for k in ("n", "m", "nh", "nz", "qualities")):
         raise InputError(f"ldm hyperprior model file {mf.short_digest} has no valid constructor arguments")
+    made = cfg.get("decode_only_of")
+    if made is not None and (not isinstance(made, str) or len(made) != 64 or set(made) - set("0123456789abcdef")):
+        raise InputError(f"ldm hyperprior model file {mf.short_digest} has an invalid 'decode_only_of' digest")

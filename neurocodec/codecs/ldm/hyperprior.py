@@ -42,6 +42,10 @@ FORMAT_VERSION = 2          # model-format version of an exported hyperprior (2:
                             # tables, see .hpcoding; 1: weights only)
 SCALE_BOUND = 0.11          # lower bound of the Gaussian scales (CompressAI's default)
 LIKELIHOOD_BOUND = 1e-9     # no symbol costs more than ~30 bits
+#: what a decode-only copy of a model file keeps (:func:`.hpcoding.write_decode_only`): the synthesis
+#: and its inverse gains, the integer ``h_s`` and the coding tables: everything a decoder reads
+DECODE_KEEP = ("g_s.", "g_s_out.", "log2_inv_gain", "hs_int/", "y_radius", "y_tables", "y_thresholds",
+               "z_lo", "z_size", "z_tables")
 # CompressAI's lambdas for its 8 qualities (MSE on [0, 255] scale: loss = lambda * 255^2 * mse + bpp)
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 
@@ -281,8 +285,13 @@ def from_model_file(model_file: Any, device: str = "cpu") -> HyperpriorModel:
         raise InputError(f"ldm model file {model_file.short_digest} holds a '{cfg.get('network')}' "
                          f"network, not a '{NETWORK}'")
     model = HyperpriorModel(**{k: int(v) for k, v in cfg["args"].items()})
-    state = {k: torch.from_numpy(np.array(model_file.array(k), dtype=np.float32)) for k in model.state_dict()}
-    model.load_state_dict(state, strict=True)
+    names = list(model.state_dict())
+    if cfg.get("decode_only_of") is not None:
+        # a decode-only copy (hpcoding.write_decode_only): the synthesis only; the codec refuses to
+        # encode with it and training to start from it, so the rest is never used
+        names = [k for k in names if k.startswith(DECODE_KEEP)]
+    state = {k: torch.from_numpy(np.array(model_file.array(k), dtype=np.float32)) for k in names}
+    model.load_state_dict(state, strict=len(names) == len(model.state_dict()))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -63,15 +63,22 @@ SHIPPED: Mapping[str, str] = {
 }
 
 #: the shipped hyperpriors (bitstream v3; model files of their own format, read by the codec
-#: through :mod:`.hpcoding`), pinned like the others: file name -> SHA-256. A v3 stream records the
-#: short digest of the model it was made with, so every model ever shipped stays here and every
-#: file it wrote keeps decoding; new encodes use ``HYPERPRIOR_FILE``.
-HYPERPRIORS: Mapping[str, str] = {
-    "hyperprior.ncx": "f9e1bd53146a1fbdf56fbe5a26df7a81270295ba454dcc1914022bc4d0c88674",  # 9,824 steps
-    "hyperprior-2.ncx": "0af733c6910712365e052cb2290441c0471ee73957cb9fae467bc8bf07356161",  # + 11,056 steps
+#: through :mod:`.hpcoding`), pinned like the others: file name -> (SHA-256 of the model, which is
+#: what its streams record; SHA-256 of the file shipped). A v3 stream records the short digest of
+#: the model it was made with, so every model ever shipped stays here and every file it wrote keeps
+#: decoding; new encodes use ``HYPERPRIOR_FILE``. A retired model ships as its decode-only copy
+#: (:func:`.hpcoding.write_decode_only`: the synthesis, integer ``h_s`` and tables, under half the
+#: bytes), which decodes its files bit for bit; the two digests then differ.
+HYPERPRIORS: Mapping[str, tuple[str, str]] = {
+    "hyperprior.ncx": (  # 9,824 steps; retired: decode-only
+        "f9e1bd53146a1fbdf56fbe5a26df7a81270295ba454dcc1914022bc4d0c88674",
+        "884f17f4c7cd555e16e8b9714672643503d4528ff87cee2646e1c203dfdc4e33"),
+    "hyperprior-2.ncx": (  # + 11,056 steps
+        "0af733c6910712365e052cb2290441c0471ee73957cb9fae467bc8bf07356161",
+        "0af733c6910712365e052cb2290441c0471ee73957cb9fae467bc8bf07356161"),
 }
 HYPERPRIOR_FILE = "hyperprior-2.ncx"
-SHIPPED_HYPERPRIOR = HYPERPRIORS[HYPERPRIOR_FILE]
+SHIPPED_HYPERPRIOR = HYPERPRIORS[HYPERPRIOR_FILE][1]
 
 _META = {"sr": (), "ae": (), "unet": ("sigma", "res_sigma", "condition")}
 

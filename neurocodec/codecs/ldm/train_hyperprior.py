@@ -273,6 +273,9 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def _warm_start(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(record for the config, float32 state dict) of an exported hyperprior model file."""
     mf = weights.load(path, kind=MODEL_KIND, versions=(1, FORMAT_VERSION))
+    if mf.config.get("decode_only_of") is not None:
+        raise UsageError(f"--init-from: {path} is a decode-only copy (no analysis transform): start from a full "
+                         "model file")
     net = from_model_file(mf)  # checks the network kind; a fresh copy, not the build cache's
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     record = {"path": str(path), "sha256": mf.digest, "trained_steps": mf.config.get("trained_steps"),
@@ -513,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export-dtype", default="float16",
                    help="float16 (default: half the size, same RD on the validation crops) or float32")
     p.add_argument("--checkpoint", help="with --check/--export: this checkpoint instead of the newest")
+    p.add_argument("--decode-only", metavar="MODEL.ncx", type=Path,
+                   help="with --export: write the decode-only copy of this exported model file (how a "
+                        "retired model ships: the synthesis, integer h_s and tables) and exit")
     p.add_argument("--init-from", type=Path, metavar="MODEL.ncx",
                    help="start a new run from the weights of an exported hyperprior model file "
                         "(e.g. the shipped one), with a fresh optimizer")
@@ -521,6 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check:
             check(out, args.checkpoint, args.untrained)
+            return 0
+        if args.decode_only is not None:
+            if not args.export:
+                raise UsageError("--decode-only needs --export PATH (where the copy goes)")
+            from .hpcoding import write_decode_only
+
+            digest = write_decode_only(weights.load(args.decode_only, kind=MODEL_KIND,
+                                                    versions=(FORMAT_VERSION, FORMAT_VERSION)), args.export)
+            print(f"wrote {args.export} (sha256 {digest})")
             return 0
         if args.export:
             export(out, args.checkpoint, Path(args.export), args.export_dtype)
