@@ -90,6 +90,16 @@ def default_threads() -> int:
     may run on that other work is not using right now (:func:`busy_cores`), at least one. Why not
     simply all cores: on a loaded machine torch's and Numba's thread pools wait for their slowest
     worker, and a 2-core machine with one busy core trained hnerv 7x slower at 2 threads than at 1."""
+    asked = asked_threads()
+    if asked is not None:
+        return asked
+    cores = usable_cores()
+    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+
+
+def asked_threads() -> int | None:
+    """The thread count the environment asks for: ``NEUROCODEC_THREADS`` (the CLI's ``--threads``),
+    else ``OMP_NUM_THREADS``, at least 1; ``None`` when neither is set."""
     for name in ("NEUROCODEC_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(name, "").strip()
         if value:
@@ -97,8 +107,7 @@ def default_threads() -> int:
                 return max(1, int(value))
             except ValueError:
                 raise UsageError(f"{name}={value!r} is not a number of threads") from None
-    cores = usable_cores()
-    return max(1, min(cores, int(cores - busy_cores() + 0.5)))
+    return None
 
 
 def usable_cores() -> int:

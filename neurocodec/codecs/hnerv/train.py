@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from ... import weights
 from ...errors import InputError, NeurocodecError, UsageError
 from ...quant import global_magnitude_masks
-from ...runtime import resolve_device
+from ...runtime import asked_threads, resolve_device
 from ...runtime import threads as house_threads
 from .model import Arch, Model, frame_times
 
@@ -154,11 +154,8 @@ def resolve_threads(threads: int | None) -> int:
     see the module docstring)."""
     if threads is not None:
         return int(threads)
-    for name in ("NEUROCODEC_THREADS", "OMP_NUM_THREADS"):
-        env = os.environ.get(name, "").strip()
-        if env.isdigit() and int(env) > 0:
-            return int(env)
-    return 1
+    asked = asked_threads()
+    return 1 if asked is None else asked
 
 
 def torch_threads(n: int) -> contextlib.AbstractContextManager[int]:
