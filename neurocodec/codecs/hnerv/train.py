@@ -149,7 +149,7 @@ LR_MIN, LR_MAX = 1e-3, 0.04
 
 def resolve_threads(threads: int | None) -> int:
     """``threads``, or ``NEUROCODEC_THREADS`` (the CLI's ``--threads``) or ``OMP_NUM_THREADS`` when
-    set to a positive integer, or 1: never the house's load-dependent default, since the fit's
+    set (:func:`neurocodec.runtime.asked_threads`: a non-number is a UsageError), or 1: never the house's load-dependent default, since the fit's
     bytes depend on the count (and small convolutions on a shared CPU run fastest single-threaded;
     see the module docstring)."""
     if threads is not None:

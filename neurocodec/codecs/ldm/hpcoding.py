@@ -38,7 +38,7 @@ import torch
 
 from ...entropy import SequentialDecoder, SequentialEncoder, decode_symbols, encode_symbols, quantize_pmf
 from ...errors import CorruptStreamError, InputError, UsageError
-from .hyperprior import DECODE_KEEP, SCALE_BOUND, HyperpriorModel
+from .hyperprior import DECODE_KEEP, SCALE_BOUND, HyperpriorModel, decode_only_of
 
 CODING_VERSION = 1
 PRECISION = 16                 # bits of every frequency table
@@ -367,12 +367,6 @@ def write_model_file(model: HyperpriorModel, dest: Any, *, dtype: str = "float16
     # lzma: the zero-padded integer tables and the int16 h_s shrink to a fraction (loaded once per
     # process, through the weights cache)
     return weights.save(dest, MODEL_KIND, FORMAT_VERSION, cfg, {**state, **arrays}, compression="lzma")
-
-
-def decode_only_of(mf: Any) -> str | None:
-    """The SHA-256 of the full model a decode-only file was cut from, or None for a full model."""
-    made = mf.config.get("decode_only_of")
-    return made if isinstance(made, str) else None
 
 
 def stream_digest(mf: Any) -> str:

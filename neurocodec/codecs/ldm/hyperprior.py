@@ -275,6 +275,12 @@ def export_arrays(model: HyperpriorModel) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
 
 
+def decode_only_of(model_file: Any) -> str | None:
+    """The SHA-256 of the full model a decode-only file was cut from, or None for a full model."""
+    made = model_file.config.get("decode_only_of")
+    return made if isinstance(made, str) else None
+
+
 def from_model_file(model_file: Any, device: str = "cpu") -> HyperpriorModel:
     """A factory for :func:`neurocodec.weights.build`: the eval-mode network a model file holds.
     The result may be shared through the build cache: never train or move it in place."""
@@ -286,7 +292,7 @@ def from_model_file(model_file: Any, device: str = "cpu") -> HyperpriorModel:
                          f"network, not a '{NETWORK}'")
     model = HyperpriorModel(**{k: int(v) for k, v in cfg["args"].items()})
     names = list(model.state_dict())
-    if cfg.get("decode_only_of") is not None:
+    if decode_only_of(model_file) is not None:
         # a decode-only copy (hpcoding.write_decode_only): the synthesis only; the codec refuses to
         # encode with it and training to start from it, so the rest is never used
         names = [k for k in names if k.startswith(DECODE_KEEP)]

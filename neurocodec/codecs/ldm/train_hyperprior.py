@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from ... import datasets, weights
 from ...errors import InputError, NeurocodecError, UsageError
-from .hyperprior import (FORMAT_VERSION, LAMBDAS, MODEL_KIND, HyperpriorModel, from_model_file,
-                         parameter_count)
+from .hyperprior import (FORMAT_VERSION, LAMBDAS, MODEL_KIND, HyperpriorModel, decode_only_of,
+                         from_model_file, parameter_count)
 
 CHECKPOINT_KIND = "ldm-hp-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -273,7 +273,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def _warm_start(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(record for the config, float32 state dict) of an exported hyperprior model file."""
     mf = weights.load(path, kind=MODEL_KIND, versions=(1, FORMAT_VERSION))
-    if mf.config.get("decode_only_of") is not None:
+    if decode_only_of(mf) is not None:
         raise UsageError(f"--init-from: {path} is a decode-only copy (no analysis transform): start from a full "
                          "model file")
     net = from_model_file(mf)  # checks the network kind; a fresh copy, not the build cache's
