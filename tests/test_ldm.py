@@ -709,6 +709,13 @@ def test_a_decode_only_copy_decodes_its_models_files_bit_for_bit_and_nothing_els
         train_hyperprior._warm_start(slim)
     with pytest.raises(UsageError, match="already decode-only"):
         hpcoding.write_decode_only(mf, tmp_path / "again.ncx")
+    # the command line makes the same copy without a run folder; other commands still need one
+    by_cli = tmp_path / "by_cli.ncx"
+    assert train_hyperprior.main(["--decode-only", str(tiny_hp), "--export", str(by_cli)]) == 0
+    assert weights.load(by_cli).arrays.keys() == mf.arrays.keys()
+    assert hpcoding.stream_digest(weights.load(by_cli)) == full.short_digest
+    with pytest.raises(SystemExit):
+        train_hyperprior.main(["--steps", "1"])
     other = tmp_path / "other.ncx"
     hpcoding.write_decode_only(weights.load(WEIGHTS_DIR / "hyperprior-2.ncx"), other)
     with pytest.raises(InputError, match="decode with the same model"):  # another model's copy

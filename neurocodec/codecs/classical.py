@@ -15,7 +15,7 @@ import math
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -252,14 +252,8 @@ class JPEGXLCodec(_ImageCodec):
         return bytes(ic.jpegxl_encode(image, level=float(quality), effort=effort))
 
     def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
-        size = jxl_size(payload)
-        if size != tuple(hw):
-            raise CorruptStreamError(f"JPEG XL payload is {size[0]}x{size[1]}, the header says {hw[0]}x{hw[1]}")
         ic = _imagecodecs()
-        try:
-            return np.asarray(ic.jpegxl_decode(payload))
-        except ic.JpegxlError as exc:
-            raise ValueError(str(exc)) from None
+        return _sized_decode("JPEG XL", jxl_size(payload), hw, lambda: ic.jpegxl_decode(payload), ic.JpegxlError)
 
 
 _JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
@@ -286,14 +280,21 @@ class AVIFCodec(_ImageCodec):
                                                 numthreads=1))
 
     def _decode_one(self, payload: bytes, hw: tuple[int, int]) -> np.ndarray:
-        size = avif_size(payload)
-        if size != tuple(hw):
-            raise CorruptStreamError(f"AVIF payload is {size[0]}x{size[1]}, the header says {hw[0]}x{hw[1]}")
         ic = _imagecodecs()
-        try:
-            return np.asarray(ic.avif_decode(payload, numthreads=1))
-        except ic.AvifError as exc:
-            raise ValueError(str(exc)) from None
+        return _sized_decode("AVIF", avif_size(payload), hw, lambda: ic.avif_decode(payload, numthreads=1), ic.AvifError)
+
+
+def _sized_decode(fmt: str, size: tuple[int, int], hw: tuple[int, int], decode: Callable[[], Any],
+                  error: type[Exception]) -> np.ndarray:
+    """Decode an imagecodecs payload whose own header says it is ``size`` only when that is the
+    stream header's ``hw``: a small payload claiming a huge image is refused before any pixel is
+    decoded. The library's error becomes a ValueError, which the caller reports as corruption."""
+    if size != tuple(hw):
+        raise CorruptStreamError(f"{fmt} payload is {size[0]}x{size[1]}, the header says {hw[0]}x{hw[1]}")
+    try:
+        return np.asarray(decode())
+    except error as exc:
+        raise ValueError(str(exc)) from None
 
 
 def avif_size(payload: bytes) -> tuple[int, int]:

@@ -6,6 +6,7 @@ hyperprior for 8 qualities, on CPU, resumable across sessions.
     python -m neurocodec.codecs.ldm.train_hyperprior --out DIR --check                # rate check, decode time
     python -m neurocodec.codecs.ldm.train_hyperprior --out DIR --export model.ncx      # inference weights
     python -m neurocodec.codecs.ldm.train_hyperprior --out NEW --init-from model.ncx   # warm start
+    python -m neurocodec.codecs.ldm.train_hyperprior --decode-only model.ncx --export copy.ncx  # retire a model
 
 Why these choices (measured on this 2-core CPU, one thread; see the run's README/log):
 
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     p = argparse.ArgumentParser(prog="python -m neurocodec.codecs.ldm.train_hyperprior", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="run folder: checkpoints, train.log, config.json")
+    p.add_argument("--out", help="run folder: checkpoints, train.log, config.json (not needed by --decode-only)")
     p.add_argument("--resume", action="store_true", help="require a checkpoint to resume from "
                    "(a run resumes from the newest one anyway)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -523,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="start a new run from the weights of an exported hyperprior model file "
                         "(e.g. the shipped one), with a fresh optimizer")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    if args.out is None and args.decode_only is None:
+        p.error("--out is required (the run folder), except with --decode-only")
+    out = Path(args.out or ".")
     try:
         if args.check:
             check(out, args.checkpoint, args.untrained)
