@@ -109,6 +109,8 @@ LATENT_COST = 0.35
 #: the fine-tune (after pruning) is quantization-aware at these (weight, embedding) bit depths: the
 #: codec's defaults, which the precision search then starts from
 QAT_BITS: tuple[int, int] | None = (8, 6)
+#: weight of the rate term (off by default: see :func:`rate_estimate` and the video README's ablation)
+RATE_WEIGHT = 0.0
 
 
 # ------------------------------------------------------------------------- defaults that fit
@@ -198,6 +200,7 @@ class FitConfig:
     time_reserve: float = 0.0  # seconds of the budget already spent by the caller (the encode's set-up)
     encoder_share: float = ENCODER_SHARE  # HNeRV: training epochs through the encoder (the rest: free latents)
     qat_bits: tuple[int, int] | None = QAT_BITS  # (weight, embedding) bits of a quantization-aware fine-tune
+    rate_weight: float = RATE_WEIGHT  # the rate term's weight (0: MSE only; see rate_estimate)
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -216,12 +219,16 @@ class FitConfig:
             raise UsageError(f"seed must be an integer, got {self.seed!r}")
         if not 0.0 < self.encoder_share <= 1.0:
             raise UsageError(f"encoder_share must be in (0, 1], got {self.encoder_share!r}")
+        if not 0.0 <= self.rate_weight <= 100.0:
+            raise UsageError(f"rate_weight must be in [0, 100], got {self.rate_weight!r}")
 
     def recipe(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed (the wall-clock budget may differ)."""
         return {"epochs": self.epochs, "seed": self.seed, "lr": self.lr, "batch": self.batch, "warmup": self.warmup,
                 "prune": self.prune, "finetune_epochs": self.finetune_epochs, "encoder_share": self.encoder_share,
-                "qat_bits": list(self.qat_bits) if self.qat_bits else None}
+                "qat_bits": list(self.qat_bits) if self.qat_bits else None,
+                # only when set, so checkpoints written before the rate term still resume
+                **({"rate_weight": self.rate_weight} if self.rate_weight else {})}
 
 
 @dataclass
@@ -596,14 +603,56 @@ def _swap_back(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         p.copy_(value)
 
 
+_LN2 = math.log(2.0)
+
+
+def rate_estimate(model: Model, bits: tuple[int, int], latents: bool) -> torch.Tensor:
+    """A differentiable estimate of the bits the coded tensors will take: the decoder's weights at
+    ``bits[0]`` (symmetric, per channel, as :func:`neurocodec.quant.quantize` codes them) and, in
+    HNeRV's latent phase, the free embeddings at ``bits[1]`` (affine, per channel).
+
+    Why this form: the bitstream codes each stream under its own empirical histogram, whose cost
+    for the bell-shaped symbol counts of trained weights is close to that of a discretised Laplace
+    fitted to them. Per tensor, with the symbols ``s = w / step`` and the Laplace scale ``b =
+    mean |s|`` (held fixed within a step), a symbol costs about ``|s| / (b ln 2) + log2(2 b)``
+    bits. The gradient (``sign(s) / (b ln 2)`` per symbol) pulls the many small weights toward
+    the zero bin, which is what makes the histogram peaky and the stream short; the steps are
+    held fixed too (the largest weight of a channel sets them), as in the bitstream (Gomes et al.
+    2023, "Video compression with entropy-constrained neural representations", use a learned
+    entropy model for the same purpose; a Laplace proxy keeps the fit's cost negligible)."""
+    from ...quant import choose_axis
+
+    total = torch.zeros((), device=next(model.parameters()).device)
+    tensors = [(p, bits[0], choose_axis(tuple(p.shape)), 0, True) for p in model.decoder.parameters()]
+    if latents and model.latents is not None:
+        tensors.append((model.latents, bits[1], True, 1, False))
+    for x, b, per_channel, axis, symmetric in tensors:
+        dims = [d for d in range(x.ndim) if d != axis] if per_channel else list(range(x.ndim))
+        if not dims:
+            continue
+        with torch.no_grad():
+            if symmetric:
+                step = x.abs().amax(dim=dims, keepdim=True) / ((1 << (b - 1)) - 1)
+                centre = torch.zeros_like(step)
+            else:
+                lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
+                step, centre = (hi - lo) / ((1 << b) - 1), x.mean(dim=dims, keepdim=True)
+            step = step.clamp_min(1e-12)
+        sym = ((x - centre) / step).abs()
+        scale = sym.detach().mean().clamp_min(0.05)
+        total = total + sym.sum() / (scale * _LN2) + x.numel() * torch.log2(2.0 * scale)
+    return total
+
+
 # ----------------------------------------------------------------------------------------- fit
 def _train_epoch(net: torch.nn.Module, model: Model, opt: torch.optim.Optimizer, target: torch.Tensor,
                  batches: list[np.ndarray], *, first_it: int, total_its: int, base_lr: float, warmup: float,
                  masks: list[torch.Tensor] | None, device: torch.device, latents: bool = False,
-                 qat: tuple[int, int] | None = None) -> float:
-    """One epoch over ``batches``; returns the mean loss over every rank's samples. ``latents``:
-    HNeRV's latent phase, the decoder runs on the free embeddings (the encoder is idle). ``qat``:
-    (weight bits, embedding bits) of a quantization-aware epoch (straight-through steps)."""
+                 qat: tuple[int, int] | None = None, rate: tuple[float, tuple[int, int]] | None = None) -> float:
+    """One epoch over ``batches``; returns the mean squared error over every rank's samples.
+    ``latents``: HNeRV's latent phase, the decoder runs on the free embeddings (the encoder is
+    idle). ``qat``: (weight bits, embedding bits) of a quantization-aware epoch (straight-through
+    steps). ``rate``: (coefficient, bits): the loss adds coefficient x :func:`rate_estimate`."""
     T, kind = target.shape[0], model.arch.kind
     sq_sum, count = 0.0, 0
     net.train()
@@ -614,7 +663,8 @@ def _train_epoch(net: torch.nn.Module, model: Model, opt: torch.optim.Optimizer,
         y = target[sel].float().div_(255.0)
         saved = _swap_in_quantized(model, qat, latents) if qat else None
         out = model.decode_latents(sel) if latents else net(y if kind == "hnerv" else frame_times(sel, T))
-        loss = F.mse_loss(out, y)
+        mse = F.mse_loss(out, y)
+        loss = mse if rate is None else mse + rate[0] * rate_estimate(model, rate[1], latents)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if saved is not None:
@@ -622,7 +672,7 @@ def _train_epoch(net: torch.nn.Module, model: Model, opt: torch.optim.Optimizer,
         opt.step()
         if masks is not None:
             apply_masks(model, masks)
-        sq_sum += float(loss.detach()) * len(idx)
+        sq_sum += float(mse.detach()) * len(idx)
         count += len(idx)
     sq_sum, n = _allreduce_sum([sq_sum, float(count)], device)
     return sq_sum / n
@@ -803,12 +853,16 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
         t0 = time.monotonic()
         training = state.phase == "train"
         offset = 0 if training else _FINETUNE_EPOCH_OFFSET
+        # the rate term waits for the warm-up: pulling weights toward zero before the fit has found
+        # the clip knocked small fits back to the mean colour
+        warm = not training or state.done >= math.ceil(cfg.warmup * schedule.train)
+        rate = rate_term(model, cfg, state) if cfg.rate_weight and warm else None
         mse = _train_epoch(
             net, model, opt, target, epoch_batches(T, state.done + offset, cfg.seed, rank, world, cfg.batch),
             first_it=state.done * steps, total_its=schedule.epochs(state.phase) * steps,
             base_lr=base_lr() * (1.0 if training else 0.1) * encoder_cap(), warmup=cfg.warmup if training else 0.0,
             masks=state.masks, device=device, latents=state.latent,
-            qat=cfg.qat_bits if not training and cfg.qat_bits else None)
+            qat=cfg.qat_bits if not training and cfg.qat_bits else None, rate=rate)
         if guard.diverged(mse, state.best()):
             # every rank sees the same (all-reduced) loss, so every rank rolls back together
             if guard.roll_back(undo_previous=state.last_epoch_in_phase()):
@@ -851,6 +905,21 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
     return FitResult(model, schedule.train, schedule.finetune, time.monotonic() - start, psnr_last,
                      base_lr(), [h for h in state.history if h[0] != "restart"], list(state.restarts), warnings,
                      baseline, cfg.lr is None, latents=latents, encoder_epochs=encoder_epochs)
+
+
+def rate_term(model: Model, cfg: FitConfig, state: "TrainState") -> tuple[float, tuple[int, int]] | None:
+    """This epoch's rate coefficient: ``rate_weight x MSE / bits``, both from where the fit stands
+    (the last accepted epoch's MSE, the bits now), so that ``rate_weight`` is the trade-off in
+    relative terms: at 1, one per cent fewer bits is worth one per cent more squared error. (The
+    RD curves of these codecs trade about 0.8 % of MSE for 1 % of rate near 0.1 bpp, so weights
+    near 1 sit on the curve's own slope.) None before the first accepted epoch."""
+    mse = [h[2] for h in state.history if h[0] in ("train", "finetune")]
+    if not mse:
+        return None
+    bits = cfg.qat_bits or QAT_BITS or (8, 6)
+    with torch.no_grad():
+        total = float(rate_estimate(model, bits, state.latent))
+    return (cfg.rate_weight * mse[-1] / max(total, 1.0), bits)
 
 
 def bar_position(bar: "_Bar") -> int:
