@@ -277,6 +277,17 @@ def test_rate_term_trains_and_stays_out_of_old_checkpoints_recipes():
     assert "rate_weight" not in FitConfig().recipe() and FitConfig(rate_weight=0.5).recipe()["rate_weight"] == 0.5
 
 
+def test_qat_share_makes_the_last_training_epochs_quantization_aware():
+    from neurocodec.codecs.hnerv.train import quantization_aware
+
+    aware = [e for e in range(40) if quantization_aware(e, 40, FitConfig(qat_share=0.25))]
+    assert aware == list(range(30, 40))
+    assert not any(quantization_aware(e, 40, FitConfig()) for e in range(40))
+    assert "qat_share" not in FitConfig().recipe() and FitConfig(qat_share=0.5).recipe()["qat_share"] == 0.5
+    with pytest.raises(UsageError, match="qat_share"):
+        FitConfig(qat_share=1.5).validate()
+
+
 def test_exploding_loss_rolls_back_and_halves_the_lr():
     """A step size that knocks the network out (loss jumps, no NaN needed) is backed off: no accepted
     epoch is worse than SPIKE x the best before it, and the reported lr is the reduced one."""

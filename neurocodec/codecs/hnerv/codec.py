@@ -548,6 +548,8 @@ _COMMON: tuple[Param, ...] = (
           nullable=True),
     Param("qat", "bool", True, "quantization-aware fine-tune (straight-through steps at weight_bits / embed_bits, "
           "or 8 / 6) after pruning"),
+    Param("qat_share", "float", 0.0, "last fraction of the training epochs that are quantization-aware as well "
+          "(0: the fine-tune only)", lo=0.0, hi=1.0),
     Param("rate_weight", "float", 0.0, "weight of the rate term in the training loss (relative: at 1, 1 % fewer "
           "estimated bits is worth 1 % more squared error); 0: distortion only", lo=0.0, hi=100.0),
     Param("seed", "int", 0, "seed of the initial weights and batch order", lo=0, hi=2**62),
@@ -604,7 +606,7 @@ class _NeuralVideoCodec(Codec):
         arch = plan(self.model_kind, frames.shape, fps=fps, bits=bits, **rate, **arch_fields)
         cfg = FitConfig(progress=progress, threads=threads,
                         **{k: v[k] for k in ("epochs", "time_budget", "lr", "batch", "prune", "finetune_epochs",
-                                             "seed", "checkpoint", "device", "rate_weight")},
+                                             "seed", "checkpoint", "device", "rate_weight", "qat_share")},
                         qat_bits=bits if v["qat"] else None,
                         **({"encoder_share": v["encoder_share"]} if v.get("encoder_share") is not None else {}))
         with torch_threads(threads):  # the whole encode, so the bytes never depend on the caller's count

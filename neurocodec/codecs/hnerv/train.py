@@ -111,6 +111,8 @@ LATENT_COST = 0.35
 QAT_BITS: tuple[int, int] | None = (8, 6)
 #: weight of the rate term (off by default: see :func:`rate_estimate` and the video README's ablation)
 RATE_WEIGHT = 0.0
+#: the last fraction of the training epochs that are quantization-aware as well (0: the fine-tune only)
+QAT_SHARE = 0.0
 
 
 # ------------------------------------------------------------------------- defaults that fit
@@ -201,6 +203,7 @@ class FitConfig:
     encoder_share: float = ENCODER_SHARE  # HNeRV: training epochs through the encoder (the rest: free latents)
     qat_bits: tuple[int, int] | None = QAT_BITS  # (weight, embedding) bits of a quantization-aware fine-tune
     rate_weight: float = RATE_WEIGHT  # the rate term's weight (0: MSE only; see rate_estimate)
+    qat_share: float = QAT_SHARE  # last fraction of the training epochs that are quantization-aware too
 
     def validate(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -221,6 +224,8 @@ class FitConfig:
             raise UsageError(f"encoder_share must be in (0, 1], got {self.encoder_share!r}")
         if not 0.0 <= self.rate_weight <= 100.0:
             raise UsageError(f"rate_weight must be in [0, 100], got {self.rate_weight!r}")
+        if not 0.0 <= self.qat_share <= 1.0:
+            raise UsageError(f"qat_share must be in [0, 1], got {self.qat_share!r}")
 
     def recipe(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed (the wall-clock budget may differ)."""
@@ -228,7 +233,8 @@ class FitConfig:
                 "prune": self.prune, "finetune_epochs": self.finetune_epochs, "encoder_share": self.encoder_share,
                 "qat_bits": list(self.qat_bits) if self.qat_bits else None,
                 # only when set, so checkpoints written before the rate term still resume
-                **({"rate_weight": self.rate_weight} if self.rate_weight else {})}
+                **({"rate_weight": self.rate_weight} if self.rate_weight else {}),
+                **({"qat_share": self.qat_share} if self.qat_share else {})}
 
 
 @dataclass
@@ -862,7 +868,8 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
             first_it=state.done * steps, total_its=schedule.epochs(state.phase) * steps,
             base_lr=base_lr() * (1.0 if training else 0.1) * encoder_cap(), warmup=cfg.warmup if training else 0.0,
             masks=state.masks, device=device, latents=state.latent,
-            qat=cfg.qat_bits if not training and cfg.qat_bits else None, rate=rate)
+            qat=cfg.qat_bits if cfg.qat_bits and (not training or quantization_aware(state.done, schedule.train, cfg))
+            else None, rate=rate)
         if guard.diverged(mse, state.best()):
             # every rank sees the same (all-reduced) loss, so every rank rolls back together
             if guard.roll_back(undo_previous=state.last_epoch_in_phase()):
@@ -905,6 +912,12 @@ def _fit(frames: np.ndarray, arch: Arch, cfg: FitConfig, on_epoch: Callable[[int
     return FitResult(model, schedule.train, schedule.finetune, time.monotonic() - start, psnr_last,
                      base_lr(), [h for h in state.history if h[0] != "restart"], list(state.restarts), warnings,
                      baseline, cfg.lr is None, latents=latents, encoder_epochs=encoder_epochs)
+
+
+def quantization_aware(done: int, train_epochs: int, cfg: FitConfig) -> bool:
+    """Whether training epoch ``done`` (0-based) is one of the last ``qat_share`` of the training
+    epochs, which run straight-through at the planned depths like the fine-tune."""
+    return cfg.qat_share > 0 and done >= train_epochs - math.ceil(cfg.qat_share * train_epochs)
 
 
 def rate_term(model: Model, cfg: FitConfig, state: "TrainState") -> tuple[float, tuple[int, int]] | None:
