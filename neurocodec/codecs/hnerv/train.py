@@ -569,19 +569,34 @@ class _Bar:
 
 
 # ------------------------------------------------------------- quantization-aware fine-tune
+def _grid_dims(x: torch.Tensor, per_channel: bool, axis: int) -> list[int]:
+    """The axes one quantization step spans: all but ``axis`` per channel, else all."""
+    return [d for d in range(x.ndim) if d != axis] if per_channel else list(range(x.ndim))
+
+
+def _quant_grid(x: torch.Tensor, bits: int, per_channel: bool, axis: int, symmetric: bool, *,
+                stored: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(step, lowest grid value or None when symmetric) of the grid :func:`neurocodec.quant.quantize`
+    puts ``x`` on: ``max |x| / (2^(b-1) - 1)`` (symmetric) or ``(max - min) / (2^b - 1)`` from ``min``
+    (affine). ``stored``: rounded to float16 as the stream stores them (the fine-tune's grid); else
+    the exact values (the rate estimate's, which needs no stream-exact grid)."""
+    dims = _grid_dims(x, per_channel, axis)
+    cast = (lambda t: t.half().float()) if stored else (lambda t: t)
+    if symmetric:
+        amax = x.abs().amax(dim=dims, keepdim=True) if dims else x.abs()
+        return cast(amax / ((1 << (bits - 1)) - 1)).clamp_min(1e-12), None
+    lo = cast(x.amin(dim=dims, keepdim=True))
+    return cast((x.amax(dim=dims, keepdim=True) - lo) / ((1 << bits) - 1)).clamp_min(1e-12), lo
+
+
 def _fake_quantized(x: torch.Tensor, bits: int, per_channel: bool, axis: int = 0, symmetric: bool = True) -> torch.Tensor:
     """``x`` rounded to the grid the bitstream will use (:func:`neurocodec.quant.quantize`: symmetric
     per channel or per tensor for weights, affine per channel for embeddings; float16 scales)."""
-    dims = [d for d in range(x.ndim) if d != axis] if per_channel else list(range(x.ndim))
-    if symmetric:
+    step, lo = _quant_grid(x, bits, per_channel, axis, symmetric, stored=True)
+    if lo is None:
         qmax = (1 << (bits - 1)) - 1
-        amax = x.abs().amax(dim=dims, keepdim=True) if dims else x.abs()
-        scale = (amax / qmax).half().float().clamp_min(1e-12)
-        return torch.round(x / scale).clamp_(-qmax, qmax) * scale
-    qmax = (1 << bits) - 1
-    lo = x.amin(dim=dims, keepdim=True).half().float()
-    scale = ((x.amax(dim=dims, keepdim=True) - lo) / qmax).half().float().clamp_min(1e-12)
-    return torch.round((x - lo) / scale).clamp_(0, qmax) * scale + lo
+        return torch.round(x / step).clamp_(-qmax, qmax) * step
+    return torch.round((x - lo) / step).clamp_(0, (1 << bits) - 1) * step + lo
 
 
 @torch.no_grad()
@@ -633,17 +648,12 @@ def rate_estimate(model: Model, bits: tuple[int, int], latents: bool) -> torch.T
     if latents and model.latents is not None:
         tensors.append((model.latents, bits[1], True, 1, False))
     for x, b, per_channel, axis, symmetric in tensors:
-        dims = [d for d in range(x.ndim) if d != axis] if per_channel else list(range(x.ndim))
+        dims = _grid_dims(x, per_channel, axis)
         if not dims:
             continue
         with torch.no_grad():
-            if symmetric:
-                step = x.abs().amax(dim=dims, keepdim=True) / ((1 << (b - 1)) - 1)
-                centre = torch.zeros_like(step)
-            else:
-                lo, hi = x.amin(dim=dims, keepdim=True), x.amax(dim=dims, keepdim=True)
-                step, centre = (hi - lo) / ((1 << b) - 1), x.mean(dim=dims, keepdim=True)
-            step = step.clamp_min(1e-12)
+            step, _ = _quant_grid(x, b, per_channel, axis, symmetric, stored=False)
+            centre = torch.zeros_like(step) if symmetric else x.mean(dim=dims, keepdim=True)
         sym = ((x - centre) / step).abs()
         scale = sym.detach().mean().clamp_min(0.05)
         total = total + sym.sum() / (scale * _LN2) + x.numel() * torch.log2(2.0 * scale)
