@@ -552,6 +552,8 @@ _COMMON: tuple[Param, ...] = (
           "(0: the fine-tune only)", lo=0.0, hi=1.0),
     Param("rate_weight", "float", 0.0, "weight of the rate term in the training loss (relative: at 1, 1 % fewer "
           "estimated bits is worth 1 % more squared error); 0: distortion only", lo=0.0, hi=100.0),
+    Param("latent_ramp", "int", 5, "HNeRV: epochs over which the step rises to the latent phase's larger one "
+          "after the embeddings become free parameters (0: at once)", lo=0, hi=10_000),
     Param("seed", "int", 0, "seed of the initial weights and batch order", lo=0, hi=2**62),
     Param("checkpoint", "path", None, "checkpoint file: written every epoch, resumed from when it exists",
           nullable=True),
@@ -606,7 +608,8 @@ class _NeuralVideoCodec(Codec):
         arch = plan(self.model_kind, frames.shape, fps=fps, bits=bits, **rate, **arch_fields)
         cfg = FitConfig(progress=progress, threads=threads,
                         **{k: v[k] for k in ("epochs", "time_budget", "lr", "batch", "prune", "finetune_epochs",
-                                             "seed", "checkpoint", "device", "rate_weight", "qat_share")},
+                                             "seed", "checkpoint", "device", "rate_weight", "qat_share",
+                                             "latent_ramp")},
                         qat_bits=bits if v["qat"] else None,
                         **({"encoder_share": v["encoder_share"]} if v.get("encoder_share") is not None else {}))
         with torch_threads(threads):  # the whole encode, so the bytes never depend on the caller's count
