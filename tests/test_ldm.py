@@ -13,7 +13,7 @@ import neurocodec
 from neurocodec import datasets, metrics
 from neurocodec import weights
 from neurocodec.codecs.ldm import api, liif, model
-from neurocodec.codecs.ldm.autoencoder import CodecAE, LIIFUpsampler, encode_tiled, to_unit
+from neurocodec.codecs.ldm.autoencoder import CodecAE, LIIFUpsampler, SynthesisLIIF, encode_tiled, to_unit
 from neurocodec.codecs.ldm.codec import LDMCodec
 from neurocodec.codecs.ldm.diffusion import UNet, alphas_cumprod, ddim_sample, diffusion_loss, split_prediction
 from neurocodec.codecs.ldm.image import resize
@@ -611,6 +611,9 @@ _TINY_STAGES = {
                   "steps": 3, "align_steps": 1, "batch": 2, "patch": 16, "lr": 1e-3, "warmup": 1, "ema": 0.5,
                   "ratio_min": 2.0, "ratio_max": 4.0, "uncond_prob": 0.5, "queries": 16, "align_weight": 0.1,
                   "align_wmax": 5.0},
+    "hpsr": {"seed": 5, "model": {"ch": 8, "blocks": 1, "hidden": 16, "depth": 2}, "steps": 4, "batch": 2,
+             "patch": 64, "queries": 16, "lr": 1e-3, "scale_min": 1.0, "scale_max": 2.0,
+             "hyperprior": "hyperprior-2.ncx"},
 }
 
 
@@ -819,3 +822,74 @@ def test_v2_header_is_held_to_the_schema():
         neurocodec.decode(extra)
     with pytest.raises(neurocodec.errors.InputError):  # an honest header, a decode size above the limit
         neurocodec.decode(blob, scale=8.0, max_values=1000)
+
+
+# -------------------------------------------------------- the hyperprior's any-size decoder (hpsr)
+def _synthesis_liif(tiny, feat_ch: int, fuse: float) -> SynthesisLIIF:
+    """A tiny SynthesisLIIF holding the tiny sr's weights; ``fuse`` scales a seeded fuse conv."""
+    net = SynthesisLIIF(feat_ch=feat_ch, ch=8, blocks=1, hidden=16, depth=2)
+    missing, unexpected = net.load_state_dict(model.instantiate(model.load_file(tiny / "sr.ncx", "sr")).state_dict(),
+                                              strict=False)
+    assert sorted(missing) == ["fuse.bias", "fuse.weight"] and not unexpected
+    with torch.no_grad():
+        net.fuse.weight.copy_(fuse * torch.randn(net.fuse.weight.shape, generator=torch.Generator().manual_seed(1)))
+    return net.eval()
+
+
+def test_synthesis_liif_starts_as_its_pixel_upsampler_and_tiles_exactly(tiny):
+    sr = model.instantiate(model.load_file(tiny / "sr.ncx", "sr"))
+    decoded, feats = torch.rand(1, 3, 21, 30), torch.randn(1, 6, 11, 15)
+    zero = _synthesis_liif(tiny, 6, 0.0)
+    with torch.no_grad():
+        assert torch.allclose(zero.upsample(zero.source(decoded, feats), 40, 61), sr.upsample(decoded, 40, 61),
+                              atol=1e-6)  # a zero fuse conv: the pixel upsampler exactly
+        net = _synthesis_liif(tiny, 6, 0.5)
+        src = net.source(decoded, feats)
+        assert src.shape == (1, 3 + 8, 21, 30)
+        full = net.upsample(src, 40, 61, tile=None)
+        assert (full - sr.upsample(decoded, 40, 61)).abs().max() > 1e-3  # the features are used
+        for tile in (7, 16):
+            assert torch.allclose(net.upsample(src, 40, 61, tile=tile), full, atol=1e-5)
+
+
+def test_hpsr_model_file_names_its_hyperprior(tiny, tmp_path):
+    net = _synthesis_liif(tiny, 6, 0.1)
+    with pytest.raises(UsageError, match="hyperprior"):
+        model.save(net, "hpsr", tmp_path)
+    made = model.HYPERPRIORS["hyperprior-2.ncx"][0]
+    path = model.save(net, "hpsr", tmp_path, hyperprior=made)
+    mf = model.load_file(path, "hpsr")
+    assert mf.config["hyperprior"] == made
+    back = model.instantiate(mf)
+    assert torch.equal(back.fuse.weight, net.fuse.weight.half().float())
+    cfg = {k: v for k, v in mf.config_dict().items() if k != "hyperprior"}
+    weights.save(tmp_path / "bad.ncx", mf.kind, mf.version, cfg, dict(mf.arrays))
+    with pytest.raises(InputError, match="which hyperprior"):
+        model.load_file(tmp_path / "bad.ncx", "hpsr")
+
+
+def test_hyperprior_any_size_decode_uses_the_head_made_for_its_model(tiny, tmp_path):
+    """With an hpsr for the stream's hyperprior in the weights folder, a decode at another size runs it
+    on the 1x decode and the synthesis features; without one (or with one for another model) it is the
+    pixel upsampler on the 1x decode. A zero fuse conv makes the two paths the same function."""
+    import shutil
+
+    img = _img(48, 70)
+    blob = LDMCodec().encode(img, quality=3)  # the shipped hyperprior
+    made = model.HYPERPRIORS[model.HYPERPRIOR_FILE][0]
+    feat_ch = int(weights.load(WEIGHTS_DIR / model.HYPERPRIOR_FILE).config["args"]["n"])
+    folders = {}
+    for name, fuse, digest in (("pixel", None, None), ("zero", 0.0, made), ("used", 0.3, made),
+                               ("other", 0.3, model.HYPERPRIORS["hyperprior.ncx"][0])):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(tiny / "sr.ncx", folder / "sr.ncx")
+        if fuse is not None:
+            model.save(_synthesis_liif(tiny, feat_ch, fuse), "hpsr", folder, hyperprior=digest)
+        folders[name] = LDMCodec(weights_dir=folder).decode(blob, scale=2.0)
+    one_x = LDMCodec(weights_dir=tmp_path / "used").decode(blob)
+    assert np.array_equal(one_x, LDMCodec().decode(blob))  # the 1x decode never goes through a head
+    assert folders["pixel"].shape == (96, 140, 3)
+    assert np.abs(folders["zero"].astype(int) - folders["pixel"]).max() <= 1
+    assert np.array_equal(folders["other"], folders["pixel"])
+    assert np.abs(folders["used"].astype(int) - folders["pixel"]).mean() > 0.5

@@ -76,6 +76,38 @@ class LIIFUpsampler(nn.Module):
                       progress=progress)
 
 
+class SynthesisLIIF(LIIFUpsampler):
+    """The hyperprior codec's any-size decoder: the :class:`LIIFUpsampler` on the 1x decode, fed the
+    synthesis features too (``g_s`` before its last up-sampling layer, ``feat_ch`` channels at 1/2
+    resolution) through a 1x1 ``fuse`` conv added to its first feature map.
+
+    Why: the pixel upsampler only sees the decoded pixels, after the last layer has thrown away
+    what ``g_s`` knew; trained on decoded images (not clean ones) it also learns the codec's own
+    artefacts. ``fuse`` starts at zero, so a fresh network is exactly the upsampler it is
+    initialised from. The fused features are computed once per image (:meth:`source`, a 1x1 conv
+    and a bilinear 2x up-sampling, both pointwise or local), so tiled rendering still equals
+    untiled rendering."""
+
+    def __init__(self, feat_ch: int = 96, ch: int = 32, blocks: int = 4, hidden: int = 64, depth: int = 3) -> None:
+        super().__init__(ch, blocks, hidden, depth)
+        self.config = dict(feat_ch=feat_ch, ch=ch, blocks=blocks, hidden=hidden, depth=depth)
+        self.fuse = nn.Conv2d(feat_ch, ch, 1)
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
+
+    def source(self, decoded: Tensor, feats: Tensor) -> Tensor:
+        """``decoded`` (B,3,h,w in [0, 1]) and synthesis features (B,feat_ch,>=h/2,>=w/2) -> the
+        (B, 3 + ch, h, w) map that :meth:`features` reads windows of."""
+        h, w = decoded.shape[2:]
+        up = F.interpolate(self.fuse(feats), scale_factor=2, mode="bilinear", align_corners=False)
+        return torch.cat([decoded, up[:, :, :h, :w]], dim=1)
+
+    def features(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        decoded = src[:, :3]
+        x = self.head_conv(decoded * 2 - 1) + src[:, 3:]
+        return x + self.tail(self.body(x)), decoded
+
+
 # ------------------------------------------------------------------------------ autoencoder
 def encode_tiled(ae: "CodecAE", x: Tensor, rows: int | None = 64) -> Tensor:
     """``ae.encode`` in horizontal strips of ``rows`` latent rows with a halo (bounded memory,

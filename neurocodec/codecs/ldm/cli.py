@@ -67,7 +67,7 @@ def add_commands(subparsers, common: argparse.ArgumentParser | None = None) -> N
     """Add ``upsample``, ``generate`` and ``ldm train``; ``common`` (--quiet/--debug) is their parent."""
     # paths and names only: model.py would import torch, so they are spelled out here
     weights_dir = Path(__file__).parent / "weights"
-    stages = ("ae", "diffusion", "sr")
+    stages = ("ae", "diffusion", "hpsr", "sr")
 
     parents = [common] if common is not None else []
 

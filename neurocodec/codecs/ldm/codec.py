@@ -8,7 +8,9 @@ the gain index + 1), "model", "latent": [m, H/16, W/16], "hyper": [nz, H/64, W/6
 [z count, y count]}``, sections ``z`` (per channel, the learned density's integer table), ``y``
 (``round(y - mu)`` grouped by scale index, Gaussian integer tables; ``mu`` and the index from the
 integer ``h_s``), and ``z_esc`` / ``y_esc`` when some value fell outside its table. Decoded at 1x by
-``g_s`` and cropped; other sizes go through the LIIF upsampler. Streams of the factorized ae keep
+``g_s`` and cropped; other sizes go through the model's own LIIF head on the 1x decode and the
+synthesis features (``hpsr.ncx``, :class:`.autoencoder.SynthesisLIIF`), or, for a model without
+one (the retired hyperprior), the pixel LIIF upsampler. Streams of the factorized ae keep
 version 2 (the bytes are those an older neurocodec writes); version 1 and 2 streams still decode.
 
 Bitstream (version 2): header ``{"shape", "dtype", "mode", "quality", "latent": [c, h, w],
@@ -409,16 +411,32 @@ class LDMCodec(Codec):
         mean_bits = int(mf.config["coding"]["mean_bits"])
         y_hat = torch.from_numpy((sym + mean / float(1 << mean_bits)).astype(np.float32))[None]
         dev = next(net.parameters()).device
-        x = net.synthesis(y_hat.to(dev), torch.tensor([hdr["quality"] - 1], device=dev))
-        rgb = to_uint8(x[:, :, :h, :w])
+        feats = net.synthesis_features(y_hat.to(dev), torch.tensor([hdr["quality"] - 1], device=dev))
+        rgb = to_uint8((net.g_s_out(feats)[:, :, :h, :w] + 1.0) * 0.5)  # == net.synthesis, cropped
         if (out_h, out_w) != (h, w):
-            # any size: the 1x decode, upsampled by the LIIF upsampler (a LIIF head on the synthesis
-            # features is the planned replacement; see the README)
-            from .api import upsample
+            head = self._synthesis_liif(hdr["model"], dev)
+            if head is not None:
+                # any size: the LIIF head on the 1x decode and the synthesis features
+                src = head.source(to_unit(rgb).to(dev), feats)
+                rgb = to_uint8(head.upsample(src, out_h, out_w, tile=tile, progress=progress))
+            else:
+                # a model without its own head (the retired hyperprior): the pixel LIIF upsampler
+                from .api import upsample
 
-            rgb = upsample(rgb, size=(out_w, out_h), method="liif", tile=tile, weights_dir=self.weights_dir,
-                           device=device, progress=progress)
+                rgb = upsample(rgb, size=(out_w, out_h), method="liif", tile=tile, weights_dir=self.weights_dir,
+                               device=device, progress=progress)
         return merge_channels(rgb, hdr["mode"], None)
+
+    def _synthesis_liif(self, stream_model: str, dev: torch.device):
+        """The ``hpsr`` head trained for the hyperprior a stream names (shared, read-only), or None
+        when the weights folder has none for it."""
+        path = ldm_model.model_path("hpsr", self.weights_dir)
+        if not path.exists():
+            return None
+        mf = ldm_model.load("hpsr", self.weights_dir)
+        if not mf.config["hyperprior"].startswith(str(stream_model).lower()):
+            return None
+        return ldm_model.network(mf, dev)
 
 
 def _v2_consistency(header: Mapping, sections: Mapping[str, bytes]) -> str | None:

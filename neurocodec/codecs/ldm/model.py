@@ -37,17 +37,17 @@ import torch.nn as nn
 from ... import weights
 from ...errors import InputError, UsageError
 from ...runtime import resolve_device
-from .autoencoder import CodecAE, LIIFUpsampler
+from .autoencoder import CodecAE, LIIFUpsampler, SynthesisLIIF
 from .diffusion import PREDICTIONS, SCHEDULES, UNet
 
 KIND = "ldm"
 FORMAT_VERSION = 1
 VERSIONS = (1, FORMAT_VERSION)  # model-format versions this code reads
 
-NETWORKS: Mapping[str, type[nn.Module]] = {"sr": LIIFUpsampler, "ae": CodecAE, "unet": UNet}
+NETWORKS: Mapping[str, type[nn.Module]] = {"sr": LIIFUpsampler, "ae": CodecAE, "unet": UNet, "hpsr": SynthesisLIIF}
 FILES: Mapping[str, str] = {name: f"{name}.ncx" for name in NETWORKS}
 #: which network each training stage (``neurocodec ldm train --stage``) makes
-STAGE_NETWORKS: Mapping[str, str] = {"sr": "sr", "ae": "ae", "diffusion": "unet"}
+STAGE_NETWORKS: Mapping[str, str] = {"sr": "sr", "ae": "ae", "diffusion": "unet", "hpsr": "hpsr"}
 CONDITIONS = ("bicubic", "liif")  # how the diffusion condition brings the LR image onto the target grid
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -80,7 +80,7 @@ HYPERPRIORS: Mapping[str, tuple[str, str]] = {
 HYPERPRIOR_FILE = "hyperprior-2.ncx"
 SHIPPED_HYPERPRIOR = HYPERPRIORS[HYPERPRIOR_FILE][1]
 
-_META = {"sr": (), "ae": (), "unet": ("sigma", "res_sigma", "condition")}
+_META = {"sr": (), "ae": (), "unet": ("sigma", "res_sigma", "condition"), "hpsr": ("hyperprior",)}
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -116,7 +116,7 @@ def load(network: str, weights_dir: str | Path | None = None) -> weights.ModelFi
                              f"{path.name}")
         stage = next(s for s, n in STAGE_NETWORKS.items() if n == network)
         raise InputError(f"model file {path} is missing (train it with `neurocodec ldm train --stage {stage}`)")
-    return load_file(path, network, expect_digest=SHIPPED[network] if weights_dir is None else None)
+    return load_file(path, network, expect_digest=SHIPPED.get(network) if weights_dir is None else None)
 
 
 def network(mf: weights.ModelFile, device: Any = "cpu") -> nn.Module:
@@ -179,6 +179,8 @@ def _check_config(mf: weights.ModelFile, network: str, path: Path) -> None:
         want = (args.get("qualities", 4), args.get("latent", 8), 2 * r + 1) if isinstance(r, int) and r > 0 else None
         if t is None or want is None or t.dtype.kind not in "iu" or t.shape != want or (t.size and t.min() < 1):
             raise InputError(f"{what} lacks valid coding tables")
+    if network == "hpsr" and not _is_digest(cfg.get("hyperprior")):
+        raise InputError(f"{what} does not say which hyperprior it decodes for")
     if network == "unet":
         args = cfg["args"]
         if args.get("prediction", "eps") not in PREDICTIONS or args.get("schedule", "linear") not in SCHEDULES:
@@ -189,6 +191,10 @@ def _check_config(mf: weights.ModelFile, network: str, path: Path) -> None:
                 raise InputError(f"{what} has no valid latent scale '{key}'")
         if cfg.get("condition") not in CONDITIONS:
             raise InputError(f"{what} has an unknown condition {cfg.get('condition')!r}")
+
+
+def _is_digest(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -217,6 +223,10 @@ def save(net: nn.Module, network: str, folder: str | Path, *, train: Mapping[str
         rounded.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         arrays["tables"] = rounded.prior_tables(TABLE_RADIUS)
         config["table_radius"] = TABLE_RADIUS
+    if network == "hpsr":
+        if not _is_digest(meta.get("hyperprior")):
+            raise UsageError("an ldm hpsr file needs the model digest of the hyperprior it decodes for")
+        config["hyperprior"] = meta["hyperprior"]
     if network == "unet":
         if "sigma" not in meta:
             raise UsageError("an ldm unet file needs its latent scale sigma")

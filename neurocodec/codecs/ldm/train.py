@@ -1,5 +1,7 @@
-"""Training of the three ``ldm`` models: ``sr`` (LIIF upsampler), ``ae`` (codec autoencoder, also the
-diffusion latent space) and ``diffusion`` (latent UNet, needs a trained ``ae``).
+"""Training of the ``ldm`` models: ``sr`` (LIIF upsampler), ``ae`` (codec autoencoder, also the
+diffusion latent space), ``diffusion`` (latent UNet, needs a trained ``ae``) and ``hpsr`` (the
+hyperprior codec's any-size decoder, needs the shipped hyperprior and ``sr``). The hyperprior
+itself trains in :mod:`.train_hyperprior`.
 
 ``python -m neurocodec.codecs.ldm.train --stage sr --config neurocodec/codecs/ldm/weights/config.json``
 (or ``neurocodec ldm train ...``). Data: :mod:`.train_data`. Fixed seed; a log is written next to the
@@ -35,12 +37,13 @@ from ... import weights
 from ...errors import InputError, UsageError
 from ...runtime import resolve_device
 from . import model
-from .autoencoder import CodecAE, LIIFUpsampler
+from .autoencoder import CodecAE, LIIFUpsampler, SynthesisLIIF
 from .diffusion import UNet, alphas_cumprod, diffusion_loss
 from .image import resize
 from .model import DEFAULT_CONFIG, STAGE_NETWORKS, WEIGHTS_DIR
 from .train_data import Sampler, degrade_up, queries, training_images, unit
 
+Tensor = torch.Tensor
 CHECKPOINT = "checkpoint"  # config["network"] of a training checkpoint (an ldm model file too)
 
 
@@ -171,6 +174,79 @@ def train_sr(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
             log(f"sr step {step} l1 {loss.item():.5f} ({time.time() - t0:.0f}s)")
         ckpt.after(step + 1, cfg["steps"])
     log(f"saved {model.save(net, 'sr', out, train=cfg, step=cfg['steps'])}")
+
+
+def _hyperprior(name: str) -> tuple[torch.nn.Module, str]:
+    """The shipped hyperprior ``name`` (frozen) and its model's SHA-256 (its streams record the
+    first 16 digits)."""
+    from .hyperprior import from_model_file
+
+    if name not in model.HYPERPRIORS:
+        raise UsageError(f"hpsr trains on a shipped hyperprior ({', '.join(model.HYPERPRIORS)}), got {name!r}")
+    made, pinned = model.HYPERPRIORS[name]
+    mf = weights.load(WEIGHTS_DIR / name, kind=model.KIND, versions=(2, 2), expect_digest=pinned)
+    if made != pinned:
+        raise UsageError(f"{name} ships as a decode-only copy: hpsr needs a hyperprior that can encode")
+    return from_model_file(mf), made
+
+
+@torch.no_grad()
+def decode_like_codec(hp: torch.nn.Module, x: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+    """What the codec's decoder holds for ``x`` (B,3,H,W in [0, 1], sides multiples of 64) coded at
+    qualities ``q``: (the 1x decode rounded to 8 bits, the synthesis features). The means come
+    from the float ``h_s`` here, not the integer one the bitstream uses (they differ by under
+    2^-mean_bits, far below a quantisation step)."""
+    y = hp.analysis(x, q)
+    mean, _ = hp.hyper_synthesis(torch.round(hp.hyper_analysis(y)))
+    feats = hp.synthesis_features(torch.round(y - mean) + mean, q)
+    decoded = ((hp.g_s_out(feats) + 1.0) * 0.5).clamp(0, 1)
+    return torch.round(decoded * 255.0) / 255.0, feats
+
+
+def train_hpsr(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
+    """The :class:`SynthesisLIIF` of one shipped hyperprior: random crops coded at a random
+    quality by the frozen hyperprior, rendered at a random scale, L1 against the real pixels."""
+    sampler = Sampler(training_images(), cfg["seed"])
+    hp, made = _hyperprior(cfg["hyperprior"])
+    hp.to(dev)
+    net = SynthesisLIIF(feat_ch=int(hp.config["n"]), **cfg["model"])
+    if cfg.get("init") and not cfg.get("resume"):
+        # the pixel upsampler's weights: everything but the (zero) fuse conv
+        src = model.instantiate(model.load_file(_in_out(out, cfg["init"]), "sr"))
+        missing, unexpected = net.load_state_dict(src.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("fuse.") for k in missing):
+            raise InputError(f"{cfg['init']} does not fit the hpsr network ({missing + unexpected})")
+        log(f"initialised from {cfg['init']}")
+    net.to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    ckpt = _Checkpoints("hpsr", cfg, out, log, {"model": net}, opt, sampler)
+    start, _ = ckpt.resume()
+    p, q, qualities = cfg["patch"], cfg["queries"], int(hp.config["qualities"])
+    if p % 64:
+        raise UsageError(f"hpsr patch must be a multiple of 64 (the hyperprior's padding), got {p}")
+    t0 = time.time()
+    for step in range(start, cfg["steps"]):
+        lrs, coords, cells, gts = [], [], [], []
+        for _ in range(cfg["batch"]):
+            s = sampler.rng.uniform(cfg["scale_min"], cfg["scale_max"])
+            hr = sampler.crop(int(round(p * s)))
+            lrs.append(unit(resize(hr, p, p)))
+            c, ce, g = queries(sampler.rng, hr, q)
+            coords.append(c), cells.append(ce), gts.append(g)
+        quality = torch.from_numpy(sampler.rng.integers(qualities, size=cfg["batch"]))
+        decoded, feats = decode_like_codec(hp, torch.stack(lrs).to(dev), quality.to(dev))
+        for grp in opt.param_groups:
+            grp["lr"] = _lr_at(cfg, step)
+        pred = net(net.source(decoded, feats), torch.stack(coords).to(dev), torch.stack(cells).to(dev))
+        loss = F.l1_loss(pred, torch.stack(gts).to(dev))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == cfg["steps"] - 1:
+            log(f"hpsr step {step} l1 {loss.item():.5f} ({time.time() - t0:.0f}s)")
+        ckpt.after(step + 1, cfg["steps"], lambda done: model.save(net, "hpsr", out, train=cfg, step=done,
+                                                                     hyperprior=made))
+    log(f"saved {model.save(net, 'hpsr', out, train=cfg, step=cfg['steps'], hyperprior=made)}")
 
 
 def train_ae(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
@@ -305,7 +381,7 @@ def train_diffusion(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
     log(f"saved {model.save(ema, 'unet', out, train=cfg, step=total, **meta)}")
 
 
-STAGES = {"sr": train_sr, "ae": train_ae, "diffusion": train_diffusion}
+STAGES = {"sr": train_sr, "ae": train_ae, "diffusion": train_diffusion, "hpsr": train_hpsr}
 
 
 def run(stage: str, config: Path, out: Path, steps: int | None = None, threads: int | None = None,
