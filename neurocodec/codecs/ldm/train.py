@@ -145,6 +145,33 @@ class _Checkpoints:
 
 
 # --------------------------------------------------------------------------------------- stages
+def _sr_batch(sampler: Sampler, cfg: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One upsampler batch: per sample a crop of ``patch x s`` pixels (``s`` drawn from
+    ``[scale_min, scale_max]``) shrunk by bicubic to ``patch``, and ``queries`` of its real pixels:
+    (LR B,3,p,p; coordinates, cells B,Q,2; colours B,Q,3)."""
+    p, q = cfg["patch"], cfg["queries"]
+    lrs, coords, cells, gts = [], [], [], []
+    for _ in range(cfg["batch"]):
+        s = sampler.rng.uniform(cfg["scale_min"], cfg["scale_max"])
+        hr = sampler.crop(int(round(p * s)))
+        lrs.append(unit(resize(hr, p, p)))
+        c, ce, g = queries(sampler.rng, hr, q)
+        coords.append(c), cells.append(ce), gts.append(g)
+    return torch.stack(lrs), torch.stack(coords), torch.stack(cells), torch.stack(gts)
+
+
+def _l1_step(net: torch.nn.Module, opt: torch.optim.Optimizer, lr: float, src: Tensor, coords: Tensor, cells: Tensor,
+             gts: Tensor) -> Tensor:
+    """One Adam step at ``lr`` on the L1 error of ``net(src, coords, cells)`` against ``gts``."""
+    for grp in opt.param_groups:
+        grp["lr"] = lr
+    loss = F.l1_loss(net(src, coords, cells), gts)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def train_sr(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
     sampler = Sampler(training_images(), cfg["seed"])
     net = LIIFUpsampler(**cfg["model"])
@@ -153,23 +180,10 @@ def train_sr(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     ckpt = _Checkpoints("sr", cfg, out, log, {"model": net}, opt, sampler)
     start, _ = ckpt.resume()
-    p, q = cfg["patch"], cfg["queries"]
     t0 = time.time()
     for step in range(start, cfg["steps"]):
-        lrs, coords, cells, gts = [], [], [], []
-        for _ in range(cfg["batch"]):
-            s = sampler.rng.uniform(cfg["scale_min"], cfg["scale_max"])
-            hr = sampler.crop(int(round(p * s)))
-            lrs.append(unit(resize(hr, p, p)))
-            c, ce, g = queries(sampler.rng, hr, q)
-            coords.append(c), cells.append(ce), gts.append(g)
-        for grp in opt.param_groups:
-            grp["lr"] = _lr_at(cfg, step)
-        pred = net(torch.stack(lrs).to(dev), torch.stack(coords).to(dev), torch.stack(cells).to(dev))
-        loss = F.l1_loss(pred, torch.stack(gts).to(dev))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        lrs, coords, cells, gts = (t.to(dev) for t in _sr_batch(sampler, cfg))
+        loss = _l1_step(net, opt, _lr_at(cfg, step), lrs, coords, cells, gts)
         if step % 50 == 0 or step == cfg["steps"] - 1:
             log(f"sr step {step} l1 {loss.item():.5f} ({time.time() - t0:.0f}s)")
         ckpt.after(step + 1, cfg["steps"])
@@ -221,27 +235,15 @@ def train_hpsr(cfg: dict, out: Path, log: _Log, dev: torch.device) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     ckpt = _Checkpoints("hpsr", cfg, out, log, {"model": net}, opt, sampler)
     start, _ = ckpt.resume()
-    p, q, qualities = cfg["patch"], cfg["queries"], int(hp.config["qualities"])
-    if p % 64:
-        raise UsageError(f"hpsr patch must be a multiple of 64 (the hyperprior's padding), got {p}")
+    qualities = int(hp.config["qualities"])
+    if cfg["patch"] % 64:
+        raise UsageError(f"hpsr patch must be a multiple of 64 (the hyperprior's padding), got {cfg['patch']}")
     t0 = time.time()
     for step in range(start, cfg["steps"]):
-        lrs, coords, cells, gts = [], [], [], []
-        for _ in range(cfg["batch"]):
-            s = sampler.rng.uniform(cfg["scale_min"], cfg["scale_max"])
-            hr = sampler.crop(int(round(p * s)))
-            lrs.append(unit(resize(hr, p, p)))
-            c, ce, g = queries(sampler.rng, hr, q)
-            coords.append(c), cells.append(ce), gts.append(g)
+        lrs, coords, cells, gts = (t.to(dev) for t in _sr_batch(sampler, cfg))
         quality = torch.from_numpy(sampler.rng.integers(qualities, size=cfg["batch"]))
-        decoded, feats = decode_like_codec(hp, torch.stack(lrs).to(dev), quality.to(dev))
-        for grp in opt.param_groups:
-            grp["lr"] = _lr_at(cfg, step)
-        pred = net(net.source(decoded, feats), torch.stack(coords).to(dev), torch.stack(cells).to(dev))
-        loss = F.l1_loss(pred, torch.stack(gts).to(dev))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        decoded, feats = decode_like_codec(hp, lrs, quality.to(dev))
+        loss = _l1_step(net, opt, _lr_at(cfg, step), net.source(decoded, feats), coords, cells, gts)
         if step % 50 == 0 or step == cfg["steps"] - 1:
             log(f"hpsr step {step} l1 {loss.item():.5f} ({time.time() - t0:.0f}s)")
         ckpt.after(step + 1, cfg["steps"], lambda done: model.save(net, "hpsr", out, train=cfg, step=done,
