@@ -412,7 +412,7 @@ def test_diffusion_training_smoke_liif_condition(tiny, tmp_path):
 # ------------------------------------------------------------------------------- model files
 def test_shipped_models_load_from_ncx_with_recorded_digests():
     assert not list(WEIGHTS_DIR.glob("*.pt"))  # no pickles shipped
-    for name in ("sr", "ae", "unet"):
+    for name in ("sr", "ae", "unet", "hpsr"):
         mf = model.load(name)
         assert mf.kind == "ldm" and mf.version == model.FORMAT_VERSION and mf.config["network"] == name
         assert mf.digest == SHIPPED[name] == weights.file_digest(WEIGHTS_DIR / f"{name}.ncx")
@@ -869,27 +869,40 @@ def test_hpsr_model_file_names_its_hyperprior(tiny, tmp_path):
 
 
 def test_hyperprior_any_size_decode_uses_the_head_made_for_its_model(tiny, tmp_path):
-    """With an hpsr for the stream's hyperprior in the weights folder, a decode at another size runs it
-    on the 1x decode and the synthesis features; without one (or with one for another model) it is the
-    pixel upsampler on the 1x decode. A zero fuse conv makes the two paths the same function."""
+    """A stream of a model with a head of its own says so (``"sr": 1``) and is drawn at other sizes by
+    that head on the 1x decode and the synthesis features; a stream without the flag (written before
+    the head shipped) keeps the pixel upsampler, so its decodes never change. A zero fuse conv makes
+    the two paths the same function."""
     import shutil
 
     img = _img(48, 70)
-    blob = LDMCodec().encode(img, quality=3)  # the shipped hyperprior
+    blob = LDMCodec().encode(img, quality=3)  # the shipped hyperprior, which ships its head
+    box = neurocodec.container.unpack(blob)
+    assert box.header["sr"] == 1
+    old = neurocodec.container.pack(neurocodec.container.Container(
+        "ldm", 3, {k: v for k, v in box.header.items() if k != "sr"}, box.sections))
     made = model.HYPERPRIORS[model.HYPERPRIOR_FILE][0]
     feat_ch = int(weights.load(WEIGHTS_DIR / model.HYPERPRIOR_FILE).config["args"]["n"])
-    folders = {}
-    for name, fuse, digest in (("pixel", None, None), ("zero", 0.0, made), ("used", 0.3, made),
+    codecs = {}
+    for name, fuse, digest in (("none", None, None), ("zero", 0.0, made), ("used", 0.3, made),
                                ("other", 0.3, model.HYPERPRIORS["hyperprior.ncx"][0])):
         folder = tmp_path / name
         folder.mkdir()
         shutil.copy(tiny / "sr.ncx", folder / "sr.ncx")
         if fuse is not None:
             model.save(_synthesis_liif(tiny, feat_ch, fuse), "hpsr", folder, hyperprior=digest)
-        folders[name] = LDMCodec(weights_dir=folder).decode(blob, scale=2.0)
-    one_x = LDMCodec(weights_dir=tmp_path / "used").decode(blob)
-    assert np.array_equal(one_x, LDMCodec().decode(blob))  # the 1x decode never goes through a head
-    assert folders["pixel"].shape == (96, 140, 3)
-    assert np.abs(folders["zero"].astype(int) - folders["pixel"]).max() <= 1
-    assert np.array_equal(folders["other"], folders["pixel"])
-    assert np.abs(folders["used"].astype(int) - folders["pixel"]).mean() > 0.5
+        codecs[name] = LDMCodec(weights_dir=folder)
+    pixel = api.upsample(LDMCodec().decode(blob), size=(140, 96), weights_dir=tiny)
+    for name, codec in codecs.items():
+        assert np.array_equal(codec.decode(blob), LDMCodec().decode(blob))  # 1x: never through a head
+        assert np.array_equal(codec.decode(old, scale=2.0), pixel)  # a file without the flag: as before
+    zero, used = codecs["zero"].decode(blob, scale=2.0), codecs["used"].decode(blob, scale=2.0)
+    assert zero.shape == (96, 140, 3) and np.abs(zero.astype(int) - pixel).max() <= 1
+    assert np.abs(used.astype(int) - pixel).mean() > 0.5
+    for name in ("none", "other"):  # the file needs its model's head for other sizes
+        with pytest.raises(InputError, match="any-size decoder"):
+            codecs[name].decode(blob, scale=2.0)
+    assert not np.array_equal(LDMCodec().decode(blob, scale=2.0), LDMCodec().decode(old, scale=2.0))
+    with pytest.raises(CorruptStreamError):  # only the hyperprior's streams carry the flag
+        ae = neurocodec.container.unpack(LDMCodec().encode(_img(16, 16), quality=1, model="ae"))
+        LDMCodec().decompress({**ae.header, "sr": 1}, ae.sections)

@@ -8,9 +8,10 @@ the gain index + 1), "model", "latent": [m, H/16, W/16], "hyper": [nz, H/64, W/6
 [z count, y count]}``, sections ``z`` (per channel, the learned density's integer table), ``y``
 (``round(y - mu)`` grouped by scale index, Gaussian integer tables; ``mu`` and the index from the
 integer ``h_s``), and ``z_esc`` / ``y_esc`` when some value fell outside its table. Decoded at 1x by
-``g_s`` and cropped; other sizes go through the model's own LIIF head on the 1x decode and the
-synthesis features (``hpsr.ncx``, :class:`.autoencoder.SynthesisLIIF`), or, for a model without
-one (the retired hyperprior), the pixel LIIF upsampler. Streams of the factorized ae keep
+``g_s`` and cropped. Other sizes: with ``"sr": 1`` in the header (written when the model has a head
+of its own) the model's LIIF head on the 1x decode and the synthesis features (``hpsr.ncx``,
+:class:`.autoencoder.SynthesisLIIF`); without it (files written before the head shipped, and
+models without one) the pixel LIIF upsampler on the 1x decode, so no file's decode changes. Streams of the factorized ae keep
 version 2 (the bytes are those an older neurocodec writes); version 1 and 2 streams still decode.
 
 Bitstream (version 2): header ``{"shape", "dtype", "mode", "quality", "latent": [c, h, w],
@@ -358,6 +359,10 @@ class LDMCodec(Codec):
             "network": HP_NETWORK, "quality": quality, "model": mf.short_digest,
             "latent": list(sym.shape), "hyper": list(z.shape), "escapes": [int(z_esc.size), int(y_esc.size)],
         }
+        if self._synthesis_liif(mf.short_digest, torch.device("cpu")) is not None:
+            # other sizes are rendered by this model's own head (files without the flag, written
+            # before it shipped, keep the pixel upsampler: their decodes never change)
+            header["sr"] = 1
         report = {"model": mf.short_digest, "network": HP_NETWORK, "bits_z": 8 * len(z_words),
                   "bits_y": 8 * len(y_words), "escapes": [int(z_esc.size), int(y_esc.size)], **refined}
         return header, sections, report
@@ -414,13 +419,17 @@ class LDMCodec(Codec):
         feats = net.synthesis_features(y_hat.to(dev), torch.tensor([hdr["quality"] - 1], device=dev))
         rgb = to_uint8((net.g_s_out(feats)[:, :, :h, :w] + 1.0) * 0.5)  # == net.synthesis, cropped
         if (out_h, out_w) != (h, w):
-            head = self._synthesis_liif(hdr["model"], dev)
-            if head is not None:
-                # any size: the LIIF head on the 1x decode and the synthesis features
+            if hdr.get("sr") == 1:
+                # any size: the model's own LIIF head on the 1x decode and the synthesis features
+                head = self._synthesis_liif(hdr["model"], dev)
+                if head is None:
+                    raise InputError(f"this file is drawn at other sizes by the any-size decoder made for ldm model "
+                                     f"{hdr['model']} (hpsr.ncx), which the weights folder lacks; its 1x decode "
+                                     "needs no such file")
                 src = head.source(to_unit(rgb).to(dev), feats)
                 rgb = to_uint8(head.upsample(src, out_h, out_w, tile=tile, progress=progress))
             else:
-                # a model without its own head (the retired hyperprior): the pixel LIIF upsampler
+                # a file from before its model had a head: the pixel LIIF upsampler on the 1x decode
                 from .api import upsample
 
                 rgb = upsample(rgb, size=(out_w, out_h), method="liif", tile=tile, weights_dir=self.weights_dir,
@@ -454,6 +463,8 @@ def _v2_consistency(header: Mapping, sections: Mapping[str, bytes]) -> str | Non
     factor = CodecAE.factor
     if (lh, lw) != (-(-shape[0] // factor), -(-shape[1] // factor)):
         return f"latent {header['latent']} does not match the image shape {shape}"
+    if "sr" in header:
+        return "an ae stream has no 'sr' field (it is the hyperprior's)"
     coding = header.get("coding")
     if not isinstance(coding, str) or len(coding) != c or set(coding) - {"p", "e"}:
         return "invalid 'coding' field"
@@ -490,6 +501,7 @@ SCHEMA = Schema(
         "network": Field("str", choices=(HP_NETWORK,), required=False),
         "hyper": Field("ints", length=3, lo=1, hi=1 << 20, required=False),
         "escapes": Field("ints", length=2, lo=0, required=False),
+        "sr": Field("int", lo=1, hi=1, required=False),  # v3: other sizes through the model's hpsr head
     },
     section_pattern=r"latent|ch\d{1,4}|z|y|z_esc|y_esc",
     checks=(_consistency,),

@@ -1,5 +1,6 @@
 """The ldm wing's learned objects and their files: ``sr`` (LIIF upsampler), ``ae`` (the codec's
-autoencoder, also the diffusion latent space) and ``unet`` (the latent denoiser).
+autoencoder, also the diffusion latent space), ``unet`` (the latent denoiser) and ``hpsr`` (the
+hyperprior codec's any-size decoder; its config names the hyperprior it was trained for).
 
 Why here and not in ``train.py``: decoding has to build a network from a file, training has to
 write one, and decoding must never import training code. This module is the meeting point; it
@@ -7,13 +8,14 @@ reads and writes through :mod:`neurocodec.weights` only, so no path through it o
 
 File format: a :mod:`neurocodec.weights` model file of kind ``"ldm"``, format version 1. Config::
 
-    {"network": "sr" | "ae" | "unet",
+    {"network": "sr" | "ae" | "unet" | "hpsr",
      "args": {...},              # the network's constructor arguments (for unet: latent, ch, mult,
                                  # and its training parameterisation: prediction, schedule)
      "train": {...} | null,      # the recipe that made it (provenance; decoding never reads it)
      "step": int,                # optional: training steps done
      "table_radius": int,        # ae: latent symbols are clipped to [-r, r]
-     "sigma": float, "res_sigma": float, "condition": "bicubic" | "liif"}   # unet
+     "sigma": float, "res_sigma": float, "condition": "bicubic" | "liif",   # unet
+     "hyperprior": str}          # hpsr: SHA-256 of the hyperprior model it decodes for
 
 Arrays: ``state/<parameter>`` (floating parameters stored as float16: trained weights are rounded
 once, when saved, and widened to float32 when built) and, for ``ae``, ``tables``: the integer
@@ -60,6 +62,8 @@ SHIPPED: Mapping[str, str] = {
     "sr": "feef6acad6ba628fcc11163197e330cd41958a8ab34759361f36707cc16d7b22",
     "ae": "fecd3291b1b139a57f8d36db028e3466a93420e1f8636adf86b4503e533b3fa4",
     "unet": "938a919e1872700f10edadbe83c229af804fbd9fdb980b69e3f2ed41869e945d",
+    # the any-size decoder of hyperprior-2 (config.json "hpsr", 6,000 steps from sr.ncx)
+    "hpsr": "674eaaec48efe6df01ed4ceeecdd412d8ed5dd60becf4afaa65ff86359099f3f",
 }
 
 #: the shipped hyperpriors (bitstream v3; model files of their own format, read by the codec
