@@ -549,7 +549,7 @@ def test_version_1_stream_of_the_shipped_ae_pt_still_decodes():
     header["weights"] = "ec146acf1bc8e343"  # sha256(ae.pt)[:16] of the shipped ae.pt
     v1 = neurocodec.container.pack(neurocodec.container.Container("ldm", 1, header, box.sections))
     assert np.array_equal(neurocodec.decode(v1), codec.decode(box))
-    assert LDMCodec.version == 3  # v3 = hyperprior streams; ae streams are still written as v2
+    assert LDMCodec.version == 4  # v3/v4 = hyperprior streams (v4: with an any-size head); ae streams stay v2
 
 
 def test_no_global_rng_or_threads_touched(tiny, tmp_path):
@@ -676,7 +676,7 @@ def test_hyperprior_round_trip_header_and_versions(tiny_hp):
     z, sym, mean, idx = codec.hp_latents(box.header, box.sections, tiny_hp)
     assert sym.shape == (8, 8, 8) and idx.min() >= 0 and idx.max() < 64
     shipped = neurocodec.container.unpack(codec.encode(img, quality=5))  # the default: the shipped hyperprior
-    assert shipped.codec_version == 3 and shipped.header["model"] != box.header["model"]
+    assert shipped.codec_version == 4 and shipped.header["model"] != box.header["model"]
     with pytest.raises(InputError):  # another model
         codec.decode(blob, weights=str(WEIGHTS_DIR / "ae.ncx"))
     for bad in ({"quality": True}, {"latent": [8, 9, 8]}, {"model": "zz"}, {"shape": [70]}, {"escapes": [-1, 0]}):
@@ -869,18 +869,20 @@ def test_hpsr_model_file_names_its_hyperprior(tiny, tmp_path):
 
 
 def test_hyperprior_any_size_decode_uses_the_head_made_for_its_model(tiny, tmp_path):
-    """A stream of a model with a head of its own says so (``"sr": 1``) and is drawn at other sizes by
-    that head on the 1x decode and the synthesis features; a stream without the flag (written before
-    the head shipped) keeps the pixel upsampler, so its decodes never change. A zero fuse conv makes
+    """A stream of a model with a head of its own is version 4 and is drawn at other sizes by that
+    head on the 1x decode and the synthesis features; a version-3 stream (written before the head
+    shipped) keeps the pixel upsampler, so its decodes never change. A zero fuse conv makes
     the two paths the same function."""
     import shutil
 
     img = _img(48, 70)
     blob = LDMCodec().encode(img, quality=3)  # the shipped hyperprior, which ships its head
     box = neurocodec.container.unpack(blob)
-    assert box.header["sr"] == 1
-    old = neurocodec.container.pack(neurocodec.container.Container(
-        "ldm", 3, {k: v for k, v in box.header.items() if k != "sr"}, box.sections))
+    assert box.codec_version == 4 and "sr" not in box.header  # the version carries the flag: no bytes
+    old = neurocodec.container.pack(neurocodec.container.Container("ldm", 3, box.header, box.sections))
+    assert len(old) == len(blob)
+    with pytest.raises(CorruptStreamError, match="never holds"):  # the flag is never stored
+        LDMCodec().decode(neurocodec.container.Container("ldm", 3, {**box.header, "sr": 1}, box.sections))
     made = model.HYPERPRIORS[model.HYPERPRIOR_FILE][0]
     feat_ch = int(weights.load(WEIGHTS_DIR / model.HYPERPRIOR_FILE).config["args"]["n"])
     codecs = {}
@@ -895,7 +897,7 @@ def test_hyperprior_any_size_decode_uses_the_head_made_for_its_model(tiny, tmp_p
     pixel = api.upsample(LDMCodec().decode(blob), size=(140, 96), weights_dir=tiny)
     for name, codec in codecs.items():
         assert np.array_equal(codec.decode(blob), LDMCodec().decode(blob))  # 1x: never through a head
-        assert np.array_equal(codec.decode(old, scale=2.0), pixel)  # a file without the flag: as before
+        assert np.array_equal(codec.decode(old, scale=2.0), pixel)  # a version-3 file: as before
     zero, used = codecs["zero"].decode(blob, scale=2.0), codecs["used"].decode(blob, scale=2.0)
     assert zero.shape == (96, 140, 3) and np.abs(zero.astype(int) - pixel).max() <= 1
     assert np.abs(used.astype(int) - pixel).mean() > 0.5

@@ -8,10 +8,12 @@ the gain index + 1), "model", "latent": [m, H/16, W/16], "hyper": [nz, H/64, W/6
 [z count, y count]}``, sections ``z`` (per channel, the learned density's integer table), ``y``
 (``round(y - mu)`` grouped by scale index, Gaussian integer tables; ``mu`` and the index from the
 integer ``h_s``), and ``z_esc`` / ``y_esc`` when some value fell outside its table. Decoded at 1x by
-``g_s`` and cropped. Other sizes: with ``"sr": 1`` in the header (written when the model has a head
-of its own) the model's LIIF head on the 1x decode and the synthesis features (``hpsr.ncx``,
-:class:`.autoencoder.SynthesisLIIF`); without it (files written before the head shipped, and
-models without one) the pixel LIIF upsampler on the 1x decode, so no file's decode changes. Streams of the factorized ae keep
+``g_s`` and cropped. Other sizes: in a version-4 stream (written when the model has a head of its
+own; otherwise identical to version 3) through the model's LIIF head on the 1x decode and the
+synthesis features (``hpsr.ncx``, :class:`.autoencoder.SynthesisLIIF`); in a version-3 stream
+(written before the head shipped, or by a model without one) through the pixel LIIF upsampler on
+the 1x decode, so no file's decode changes. The decoder's header holds the flag as ``"sr": 1``
+(what :meth:`LDMCodec.compress` returns); the file's header never does. Streams of the factorized ae keep
 version 2 (the bytes are those an older neurocodec writes); version 1 and 2 streams still decode.
 
 Bitstream (version 2): header ``{"shape", "dtype", "mode", "quality", "latent": [c, h, w],
@@ -73,7 +75,7 @@ LEGACY_AE: Mapping[str, str] = {"ec146acf1bc8e343": ldm_model.SHIPPED["ae"]}
 
 class LDMCodec(Codec):
     name = "ldm"
-    version = 3
+    version = 4
     min_version = 1
     kind = "image"
     description = ("learned image codec decoded at any size (Kim & Kim 2024 / LIIF): f=2 factorized ae "
@@ -116,16 +118,25 @@ class LDMCodec(Codec):
     # ------------------------------------------------------------------------------ container
     def encode_with_report(self, data: np.ndarray, *, progress: bool = False, **params) -> Encoded:
         """As :meth:`Codec.encode_with_report`, but an ae stream is written as version 2 (its layout
-        did not change, so older decoders keep reading it); a hyperprior stream is version 3."""
+        did not change, so older decoders keep reading it); a hyperprior stream is version 3, or 4
+        when its model has an any-size head (``"sr": 1`` in what :meth:`compress` returns): the
+        version carries that flag, so it costs the file no bytes."""
         header, sections, report = self.compress(data, progress=progress, **params)
-        version = 3 if header.get("network") == HP_NETWORK else 2
+        version = 2
+        if header.get("network") == HP_NETWORK:
+            version = 4 if header.pop("sr", None) == 1 else 3
         return Encoded(ncx.pack(ncx.Container(self.name, version, header, sections)), report)
 
     def decode(self, blob, **options):
         box = blob if isinstance(blob, ncx.Container) else ncx.unpack(blob)
-        if box.codec == self.name and (box.codec_version == 3) != (box.header.get("network") == HP_NETWORK):
-            raise CorruptStreamError(f"ldm version {box.codec_version} stream with a "
-                                     f"{'hyperprior' if box.codec_version < 3 else 'non-hyperprior'} header")
+        if box.codec == self.name:
+            if (box.codec_version >= 3) != (box.header.get("network") == HP_NETWORK):
+                raise CorruptStreamError(f"ldm version {box.codec_version} stream with a "
+                                         f"{'hyperprior' if box.codec_version < 3 else 'non-hyperprior'} header")
+            if "sr" in box.header:
+                raise CorruptStreamError("ldm stream: a stored header never holds 'sr' (the version says it)")
+            if box.codec_version == 4:  # the decoder's form of the flag (what compress returns)
+                box = ncx.Container(box.codec, box.codec_version, {**box.header, "sr": 1}, box.sections)
         return super().decode(box, **options)
 
     @declared()
@@ -360,8 +371,8 @@ class LDMCodec(Codec):
             "latent": list(sym.shape), "hyper": list(z.shape), "escapes": [int(z_esc.size), int(y_esc.size)],
         }
         if self._synthesis_liif(mf.short_digest, torch.device("cpu")) is not None:
-            # other sizes are rendered by this model's own head (files without the flag, written
-            # before it shipped, keep the pixel upsampler: their decodes never change)
+            # other sizes are rendered by this model's own head: a version-4 stream (v3 files,
+            # written before it shipped, keep the pixel upsampler: their decodes never change)
             header["sr"] = 1
         report = {"model": mf.short_digest, "network": HP_NETWORK, "bits_z": 8 * len(z_words),
                   "bits_y": 8 * len(y_words), "escapes": [int(z_esc.size), int(y_esc.size)], **refined}
@@ -501,7 +512,7 @@ SCHEMA = Schema(
         "network": Field("str", choices=(HP_NETWORK,), required=False),
         "hyper": Field("ints", length=3, lo=1, hi=1 << 20, required=False),
         "escapes": Field("ints", length=2, lo=0, required=False),
-        "sr": Field("int", lo=1, hi=1, required=False),  # v3: other sizes through the model's hpsr head
+        "sr": Field("int", lo=1, hi=1, required=False),  # v4 (as the decoder sees it): the model's hpsr head
     },
     section_pattern=r"latent|ch\d{1,4}|z|y|z_esc|y_esc",
     checks=(_consistency,),
