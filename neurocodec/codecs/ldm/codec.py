@@ -370,7 +370,7 @@ class LDMCodec(Codec):
             "network": HP_NETWORK, "quality": quality, "model": mf.short_digest,
             "latent": list(sym.shape), "hyper": list(z.shape), "escapes": [int(z_esc.size), int(y_esc.size)],
         }
-        if self._synthesis_liif(mf.short_digest, torch.device("cpu")) is not None:
+        if self._head_file(mf.short_digest) is not None:
             # other sizes are rendered by this model's own head: a version-4 stream (v3 files,
             # written before it shipped, keep the pixel upsampler: their decodes never change)
             header["sr"] = 1
@@ -432,11 +432,12 @@ class LDMCodec(Codec):
         if (out_h, out_w) != (h, w):
             if hdr.get("sr") == 1:
                 # any size: the model's own LIIF head on the 1x decode and the synthesis features
-                head = self._synthesis_liif(hdr["model"], dev)
-                if head is None:
+                head_file = self._head_file(hdr["model"])
+                if head_file is None:
                     raise InputError(f"this file is drawn at other sizes by the any-size decoder made for ldm model "
                                      f"{hdr['model']} (hpsr.ncx), which the weights folder lacks; its 1x decode "
                                      "needs no such file")
+                head = ldm_model.network(head_file, dev)
                 src = head.source(to_unit(rgb).to(dev), feats)
                 rgb = to_uint8(head.upsample(src, out_h, out_w, tile=tile, progress=progress))
             else:
@@ -447,16 +448,15 @@ class LDMCodec(Codec):
                                device=device, progress=progress)
         return merge_channels(rgb, hdr["mode"], None)
 
-    def _synthesis_liif(self, stream_model: str, dev: torch.device):
-        """The ``hpsr`` head trained for the hyperprior a stream names (shared, read-only), or None
-        when the weights folder has none for it."""
+    def _head_file(self, stream_model: str) -> ModelFile | None:
+        """The ``hpsr`` model file made for the hyperprior a stream names, or None when the weights
+        folder has none for it (read and checked once per file: encodes only ask whether it exists,
+        so they never build the network)."""
         path = ldm_model.model_path("hpsr", self.weights_dir)
         if not path.exists():
             return None
         mf = ldm_model.load("hpsr", self.weights_dir)
-        if not mf.config["hyperprior"].startswith(str(stream_model).lower()):
-            return None
-        return ldm_model.network(mf, dev)
+        return mf if mf.config["hyperprior"].startswith(str(stream_model).lower()) else None
 
 
 def _v2_consistency(header: Mapping, sections: Mapping[str, bytes]) -> str | None:

@@ -120,7 +120,7 @@ def load(network: str, weights_dir: str | Path | None = None) -> weights.ModelFi
                              f"{path.name}")
         stage = next(s for s, n in STAGE_NETWORKS.items() if n == network)
         raise InputError(f"model file {path} is missing (train it with `neurocodec ldm train --stage {stage}`)")
-    return load_file(path, network, expect_digest=SHIPPED.get(network) if weights_dir is None else None)
+    return load_file(path, network, expect_digest=SHIPPED[network] if weights_dir is None else None)
 
 
 def network(mf: weights.ModelFile, device: Any = "cpu") -> nn.Module:
