@@ -39,7 +39,7 @@ _START_RE = re.compile(r"<!-- results:start\b[^\n]*?-->")
 # Columns shown per suite (those present in a file are used, in this order).
 SUITE_COLUMNS: dict[str, list[str]] = {
     "video": ["bpp", "psnr-rgb", "psnr-yuv", "ms-ssim-rgb", "encoding_time", "decode_fps"],
-    "image": ["bpp", "psnr-rgb", "ms-ssim-rgb", "ssim-rgb", "encode_s_per_mpx", "decode_s_per_mpx"],
+    "image": ["bpp", "psnr-rgb", "ms-ssim-rgb", "ssim-rgb", "detail-ratio", "encode_s_per_mpx", "decode_s_per_mpx"],
     "lossless": ["bpd", "bpd_payload", "encode_images_per_s", "decode_images_per_s"],
     "sr": ["scale", "psnr-rgb", "psnr-rgb-std", "ssim-rgb", "detail-ratio"],
     "kvb": ["accuracy", "accuracy_std", "forgetting", "bits_per_sample", "bits_per_sample_fixed"],
@@ -140,8 +140,8 @@ def _perf_rows(docs: dict[str, dict], commit: dict[str, str]) -> list[dict]:
 
 def _bd_section(suite: str, dataset: str, docs: dict[str, dict]) -> str | None:
     _, _, anchor = DEFAULT_AXES.get(suite, ("bpp", (), None))
-    if suite == "image" and dataset.endswith("_x2"):
-        anchor = "jpeg+bicubic"  # the 2x comparison: what a user would otherwise do (bench image docstring)
+    if suite == "image" and re.search(r"_x\d", dataset):
+        anchor = "jpeg+bicubic"  # the 2x / 4x comparisons: what a user would otherwise do (bench image docstring)
     if suite not in ("video", "image") or not anchor or anchor not in docs:
         return None
     rows = [{"codec": k, "against": anchor, "BD-rate %": v["bd_rate"], "BD-PSNR dB": v["bd_quality"]}

@@ -395,6 +395,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         options["scale"] = args.scale
     if args.size is not None:
         options["size"] = parse_size(args.size)
+    if args.refine is not None:
+        options["refine"] = args.refine
     frames = parse_frames(args.frames) if args.frames is not None else None
     slice_after = False
     if frames is not None:
@@ -554,6 +556,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="decode option (repeatable)")
     p.add_argument("--scale", type=float, help="render at this scale (arbitrary-scale codecs)")
     p.add_argument("--size", help="render at WxH (arbitrary-scale codecs)")
+    p.add_argument("--refine", choices=("none", "diffusion"),
+                   help="ldm: diffusion = a generative decode at 2x or more (latent diffusion adds the detail the "
+                        "bits do not hold; sharper, lower PSNR; --param steps=/seed=/strength=)")
     p.add_argument("--frames", help="decode only frames a:b (every video codec; x264/x265/svtav1 decode the whole "
                                     "clip and keep a:b, having no random access)")
     p.add_argument("--lossless", action="store_true",

@@ -908,3 +908,49 @@ def test_hyperprior_any_size_decode_uses_the_head_made_for_its_model(tiny, tmp_p
     with pytest.raises(CorruptStreamError):  # only the hyperprior's streams carry the flag
         ae = neurocodec.container.unpack(LDMCodec().encode(_img(16, 16), quality=1, model="ae"))
         LDMCodec().decompress({**ae.header, "sr": 1}, ae.sections)
+
+
+def test_generative_decode_is_diffusion_over_the_streams_own_any_size_decode(tiny, tiny_hp):
+    """``refine="diffusion"``: the stream's own decode at the denoiser's grid (the output, or 4x when it
+    is larger), then seeded latent diffusion; refused below 2x, where the bits hold the detail."""
+    codec = LDMCodec(weights_dir=tiny)
+    img = _img(20, 26)
+    blob = codec.encode(img, model="hyperprior", weights=tiny_hp, quality=4)
+    opts = dict(weights=tiny_hp, refine="diffusion", steps=2)
+    a = codec.decode(blob, scale=2.5, seed=3, **opts)
+    assert a.shape == (50, 65, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, codec.decode(blob, scale=2.5, seed=3, **opts))  # a seed is a picture
+    assert not np.array_equal(a, codec.decode(blob, scale=2.5, seed=4, **opts))
+    base = codec.decode(blob, weights=tiny_hp, size=(65, 50))
+    assert np.array_equal(a, api.diffuse(base, 50, 65, steps=2, seed=3, weights_dir=tiny))
+    assert not np.array_equal(a, api.upsample(img, 2.5, method="diffusion", steps=2, seed=3, weights_dir=tiny))
+    # beyond 4x the denoiser works at 4x and the autoencoder renders the rest
+    big = codec.decode(blob, scale=6.0, seed=3, **opts)
+    base4 = codec.decode(blob, weights=tiny_hp, size=(104, 80))
+    assert big.shape == (120, 156, 3)
+    assert np.array_equal(big, api.diffuse(base4, 120, 156, steps=2, seed=3, weights_dir=tiny))
+    with pytest.raises(UsageError, match="2x or more"):
+        codec.decode(blob, scale=1.5, **opts)
+    with pytest.raises(UsageError, match="2x or more"):
+        codec.decode(blob, size=(80, 30), **opts)  # 3x wide but 1.5x high
+    with pytest.raises(UsageError):
+        codec.decode(blob, scale=2.0, refine="gan", weights=tiny_hp)
+    # the factorized ae's streams take it too, grey images stay grey
+    grey = codec.encode(img[..., 0], model="ae", quality=2)
+    assert codec.decode(grey, scale=2.0, refine="diffusion", steps=1).shape == (40, 52)
+
+
+def test_cli_decode_refine(tiny, tmp_path):
+    """``neurocodec decode --scale 4 --refine diffusion``; a codec without the option says so (exit 2)."""
+    from neurocodec.cli import main
+
+    src, ncx_file, jpg = tmp_path / "a.npy", tmp_path / "a.ncx", tmp_path / "j.ncx"
+    np.save(src, _img(24, 24))
+    assert main(["encode", str(src), "-c", "ldm", "-o", str(ncx_file), "-q", "--no-measure"]) == 0
+    out = tmp_path / "a4.npy"
+    assert main(["decode", str(ncx_file), "-o", str(out), "--scale", "4", "--refine", "diffusion", "-q",
+                 "-p", "steps=1"]) == 0
+    assert np.load(out).shape == (96, 96, 3)
+    assert main(["encode", str(src), "-c", "jpeg", "-o", str(jpg), "-q", "--no-measure"]) == 0
+    assert main(["decode", str(jpg), "-o", str(tmp_path / "j.npy"), "--refine", "diffusion", "-q"]) == 2
+    assert not (tmp_path / "j.npy").exists()

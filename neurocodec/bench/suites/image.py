@@ -12,13 +12,19 @@ Every codec goes through ``neurocodec``'s container (``Codec.encode``), so bits 
   (``jpeg+liif``); ldm decodes its file at 2x directly. PSNR (border of 2 shaved) against the real
   high-resolution photo, never against an up-scaled copy; bpp per *high-resolution* pixel (the
   same bytes, counted over the picture the user gets). BD-rate against ``jpeg+bicubic``.
+* **4x** (results ``image/<dataset>_x4_crop<N>``): the same on centre ``N x N`` crops (``--x4-crop``,
+  384; the diffusion decode's CPU cost stays bounded), coded at 1/4, with one more row:
+  ``ldm-hp+diffusion``, the same ldm-hp file decoded with ``refine="diffusion"`` (the generative
+  decode: latent diffusion over the any-size decode; 10 DDIM steps, seed 0). Every row also gets
+  the detail ratio (gradient energy against the photo's: 1 = as sharp, below 1 = blurrier), the
+  figure a generative decode is for: it trades PSNR for detail.
 
 Codecs: ``ldm`` (factorized ae, 4 qualities), ``ldm-hp`` (mean-scale hyperprior, 8 qualities;
 the shipped model, or ``--hp-weights FILE``), ``ldm-hp-refine`` (the same with
 ``effort=--effort`` steps of encoder-side latent refinement: slow, so only when asked for),
 ``jpeg``, ``webp``, ``jpegxl``, ``avif``.
 
-    neurocodec bench image [--quick] [--codecs ldm-hp,jpeg,webp] [--out DIR] [--no-x2]
+    neurocodec bench image [--quick] [--codecs ldm-hp,jpeg,webp] [--out DIR] [--no-1x] [--no-x2] [--no-x4]
     neurocodec bench image --data DIR [--codecs jpeg,webp]      # your photos (a folder, or files)
 
 ``--data`` takes sample photo names (results: ``image/held_out``), or image files / folders of
@@ -27,11 +33,13 @@ images (results: ``image/<folder name>``; grey and RGBA images are compared as R
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ... import codec as api
 from ... import datasets, metrics
@@ -130,9 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codecs", nargs="+", help=f"only these codecs ({', '.join(CODECS)}; space- or comma-separated)")
     ap.add_argument("--data", nargs="+",
                     help="photo names, image files or folders of images (default: the held-out astronaut, coffee, chelsea)")
+    ap.add_argument("--no-1x", action="store_true", help="skip the 1x comparison (and the figures)")
     ap.add_argument("--no-x2", action="store_true", help="skip the 2x comparison")
+    ap.add_argument("--no-x4", action="store_true", help="skip the 4x comparison (with the generative decode)")
+    ap.add_argument("--x4-crop", type=int, default=None,
+                    help="side of the centre crops the 4x comparison uses (default 384; --quick 128)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a shared CPU)")
     a = ap.parse_args(argv)
+    if a.x4_crop is None:
+        a.x4_crop = 128 if a.quick else 384
     codecs = split_names(a.codecs)
     if codecs and set(codecs) - set(CODECS):
         ap.error(f"unknown codecs {sorted(set(codecs) - set(CODECS))}; known: {sorted(CODECS)}")
@@ -149,7 +163,18 @@ def _run(a: argparse.Namespace, codecs: list[str]) -> int:
         photos = {n: centre_crop(p, 256) for n, p in photos.items()}
     out_dir = a.out_dir or default_results_dir(a.quick)
     plans = _plans(a, codecs)
+    points, recs = ({}, {}) if a.no_1x else _run_1x(a, plans, photos, dataset, out_dir)
+    x2_points = {} if a.no_x2 else _run_x2(a, plans, photos, dataset, out_dir)
+    if not a.no_x4:
+        _run_x4(a, plans, photos, dataset, out_dir)
+    if not a.quick and points:
+        _figures(points, x2_points, recs, photos, dataset, out_dir)
+    return 0
 
+
+def _run_1x(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np.ndarray], dataset: str,
+            out_dir: Path) -> tuple[dict[str, list], dict[str, dict]]:
+    """The 1x comparison (see the module docstring): (points per codec, decodes for the figures)."""
     points: dict[str, list] = {}
     recs: dict[str, dict] = {}
     for codec, plan in plans.items():
@@ -189,6 +214,8 @@ def _run(a: argparse.Namespace, codecs: list[str]) -> int:
               + ", ".join(f"{c} {v:+.1f}%" if v is not None else f"{c} n/a" for c, v in bd.items()))
 
     x2_points = {} if a.no_x2 else _run_x2(a, plans, photos, dataset, out_dir)
+    if not a.no_x4:
+        _run_x4(a, plans, photos, dataset, out_dir)
     if not a.quick:
         _figures(points, x2_points, recs, photos, dataset, out_dir)
     return 0
@@ -197,51 +224,75 @@ def _run(a: argparse.Namespace, codecs: list[str]) -> int:
 def _run_x2(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np.ndarray], dataset: str,
             out_dir: Path) -> dict[str, list]:
     """The 2x comparison (see the module docstring)."""
+    return _run_scaled(a, plans, photos, f"{dataset}_x2", 2.0, out_dir)
+
+
+def _run_x4(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np.ndarray], dataset: str,
+            out_dir: Path) -> dict[str, list]:
+    """The 4x comparison with the generative decode (see the module docstring), on centre crops."""
+    crops = {n: centre_crop(p, a.x4_crop) for n, p in photos.items()}
+    return _run_scaled(a, plans, crops, f"{dataset}_x4_crop{a.x4_crop}", 4.0, out_dir, generative=True)
+
+
+def _run_scaled(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np.ndarray], ds: str, scale: float,
+                out_dir: Path, *, generative: bool = False) -> dict[str, list]:
+    """Each photo is the reference; its bicubic 1/scale down-scale is coded; every row is shown at the
+    photo's size and scored against it. ``generative``: ldm-hp also decodes with ``refine=diffusion``
+    (row ``ldm-hp+diffusion``, seed 0), and every row gets the detail ratio."""
     from neurocodec.codecs.ldm import api as ldm_api
     from neurocodec.codecs.ldm.image import resize
 
     from .sr import make_pair, scores
 
-    pairs = {n: make_pair(p, 2.0) for n, p in photos.items()}
+    pairs = {n: make_pair(p, scale) for n, p in photos.items()}
     rows: dict[str, list[dict]] = {}
     order = [c for c in plans if c in NEURAL] + [c for c in X2_CLASSICAL if c in plans]
-    for codec in order:
+    steps = 4 if a.quick else 10
+    for codec in tqdm(order, desc=f"{scale:g}x", unit="codec", disable=not sys.stderr.isatty()):
         plan = plans[codec]
-        qs = plan.qualities
-        variants = (codec,) if codec in NEURAL else (f"{codec}+bicubic", f"{codec}+liif")
-        for q in qs:
+        if codec in NEURAL:
+            variants = (codec, f"{codec}+diffusion") if generative and codec == "ldm-hp" else (codec,)
+        else:
+            variants = (f"{codec}+bicubic", f"{codec}+liif")
+        for q in plan.qualities:
             per: dict[str, list[dict]] = {v: [] for v in variants}
             for name, (hr, lr) in pairs.items():
                 blob = plan.encode(lr, q)
                 bpp = 8.0 * len(blob) / (hr.shape[0] * hr.shape[1])
                 if codec in NEURAL:
-                    outs = {codec: plan.decode(blob, scale=2.0)}
+                    outs = {codec: plan.decode(blob, scale=scale)}
+                    if len(variants) > 1:
+                        outs[variants[1]] = plan.decode(blob, scale=scale, refine="diffusion", steps=steps, seed=0)
                 else:
                     rec = plan.decode(blob)
                     outs = {f"{codec}+bicubic": resize(rec, hr.shape[0], hr.shape[1]),
                             f"{codec}+liif": ldm_api.upsample(rec, size=(hr.shape[1], hr.shape[0]), method="liif",
                                                               device="cpu")}
                 for v, up in outs.items():
-                    psnr, ssim, _ = scores(up, hr, 2.0)
-                    per[v].append({"bpp": bpp, "psnr-rgb": psnr, "ssim-rgb": ssim})
+                    psnr, ssim, detail = scores(up, hr, scale)
+                    per[v].append({"bpp": bpp, "psnr-rgb": psnr, "ssim-rgb": ssim,
+                                   **({"detail-ratio": detail} if generative else {})})
             for v, ps in per.items():
                 rows.setdefault(v, []).append({"quality": q, **{k: float(np.mean([p[k] for p in ps])) for k in ps[0]},
                                                "per_photo": dict(zip(pairs, ps))})
     bd = _bd_rates(rows, "jpeg+bicubic")
-    ds = f"{dataset}_x2"
+    keys = ("quality", "bpp", "psnr-rgb", "ssim-rgb") + (("detail-ratio",) if generative else ())
+    what = (f"the bicubic 1/{scale:g} down-scale of {', '.join(photos)} coded, shown at {scale:g}x, scored against "
+            f"the real photo (PSNR with a {int(np.ceil(scale))}-pixel border shaved); bpp per high-resolution pixel")
+    if generative:
+        what += (f"; +diffusion: decode --refine diffusion ({steps} DDIM steps, seed 0); detail-ratio = gradient "
+                 "energy relative to the photo (1 = as sharp)")
     for v, pts in rows.items():
-        write_results("image", ds, v, {k: [p[k] for p in pts] for k in ("quality", "bpp", "psnr-rgb", "ssim-rgb")},
-                      quick=a.quick, out_dir=out_dir,
-                      description=f"{v}: the bicubic 1/2 down-scale of {', '.join(photos)} coded, shown at 2x, "
-                                  "scored against the real photo (PSNR with a 2-pixel border shaved); "
-                                  "bpp per high-resolution pixel",
+        write_results("image", ds, v, {k: [p[k] for p in pts] for k in keys}, quick=a.quick, out_dir=out_dir, description=f"{v}: {what}",
                       extra={"bd_rate_vs_jpeg_bicubic_psnr_percent": bd[v], "photos": list(photos),
                              "per_photo": [p["per_photo"] for p in pts]})
-    print(f"2x: {'row':>14} {'q':>4} {'bpp(HR)':>8} {'PSNR':>7}")
+    tag = f"{scale:g}x"
+    print(f"{tag}: {'row':>16} {'q':>4} {'bpp(HR)':>8} {'PSNR':>7}" + (f" {'detail':>7}" if generative else ""))
     for v, pts in rows.items():
         for p in pts:
-            print(f"2x: {v:>14} {p['quality']:>4} {p['bpp']:8.3f} {p['psnr-rgb']:7.2f}")
-    print("2x BD-rate vs jpeg+bicubic (PSNR): "
+            print(f"{tag}: {v:>16} {p['quality']:>4} {p['bpp']:8.3f} {p['psnr-rgb']:7.2f}"
+                  + (f" {p['detail-ratio']:7.3f}" if generative else ""))
+    print(f"{tag} BD-rate vs jpeg+bicubic (PSNR): "
           + ", ".join(f"{c} {v:+.1f}%" if v is not None else f"{c} n/a" for c, v in bd.items()))
     return rows
 

@@ -20,8 +20,8 @@ from .diffusion import T_STEPS, ddim_sample
 from .image import merge_channels, pad_to, resize, split_channels, target_size
 from .liif import output_size
 
-__all__ = ["DEFAULT_STRENGTH", "GEN_LATENT", "MAX_DIFFUSION_RATIO", "generate", "output_size", "target_size",
-           "upsample"]
+__all__ = ["DEFAULT_STRENGTH", "GEN_LATENT", "MAX_DIFFUSION_RATIO", "check_diffusion", "diffuse", "diffusion_grid",
+           "generate", "output_size", "target_size", "upsample"]
 
 MAX_DIFFUSION_RATIO = 4.0  # the denoiser was trained at ratios 2..4; larger scales go through LIIF
 GEN_LATENT = 32  # longest latent side for unconditional samples (the training crop size)
@@ -62,10 +62,7 @@ def upsample(
     """
     if method not in ("liif", "diffusion"):
         raise UsageError(f"unknown method '{method}' (known: liif, diffusion)")
-    if not 0.0 < float(strength) <= 1.0:
-        raise UsageError(f"strength must be in (0, 1], got {strength}")
-    if int(steps) < 1:
-        raise UsageError("steps must be >= 1")
+    check_diffusion(steps, strength)
     rgb, mode, alpha = split_channels(image)
     h, w = rgb.shape[:2]
     out_h, out_w = target_size(h, w, scale, size)
@@ -74,23 +71,57 @@ def upsample(
         sr, _ = _network("sr", weights_dir, dev)
         out = sr.upsample(to_unit(rgb).to(dev), out_h, out_w, tile=tile, progress=progress)
         return merge_channels(to_uint8(out), mode, alpha)
-    ae, _ = _network("ae", weights_dir, dev)
-    unet, mf = _network("unet", weights_dir, dev)
-    sigma, res_sigma = float(mf.config["sigma"]), float(mf.config["res_sigma"])
-    # the latent grid: at the output size, or at the largest trained ratio beyond it (LIIF does the rest)
-    gh, gw = (out_h, out_w) if out_h <= MAX_DIFFUSION_RATIO * h else output_size(h, w, MAX_DIFFUSION_RATIO)
+    gh, gw = diffusion_grid(h, w, out_h, out_w)
+    _, mf = _network("unet", weights_dir, dev)
     if mf.config["condition"] == "liif":  # the model was trained on LIIF-upsampled conditions
         sr, _ = _network("sr", weights_dir, dev)
         base = to_uint8(sr.upsample(to_unit(rgb).to(dev), gh, gw, tile=tile))
     else:
         base = resize(rgb, gh, gw)
+    out = diffuse(base, out_h, out_w, steps=steps, seed=seed, strength=strength, tile=tile, weights_dir=weights_dir,
+                  device=dev, progress=progress)
+    return merge_channels(out, mode, alpha)
+
+
+def check_diffusion(steps: int, strength: float) -> None:
+    """A clear error for DDIM settings the sampler cannot take (before any network is built)."""
+    if not 0.0 < float(strength) <= 1.0:
+        raise UsageError(f"strength must be in (0, 1], got {strength}")
+    if int(steps) < 1:
+        raise UsageError("steps must be >= 1")
+
+
+def diffusion_grid(h: int, w: int, out_h: int, out_w: int) -> tuple[int, int]:
+    """Where the denoiser works for an ``h x w`` image shown at ``out_h x out_w``: the output grid, or
+    the grid at the largest ratio it was trained at (``MAX_DIFFUSION_RATIO``) when the output is
+    larger still (the autoencoder's any-size renderer does the rest)."""
+    return (out_h, out_w) if out_h <= MAX_DIFFUSION_RATIO * h else output_size(h, w, MAX_DIFFUSION_RATIO)
+
+
+@torch.no_grad()
+def diffuse(base: np.ndarray, out_h: int, out_w: int, *, steps: int = 10, seed: int = 0,
+            strength: float = DEFAULT_STRENGTH, tile: int | None = 256, weights_dir: Path | None = None,
+            device: str | torch.device = "auto", progress: bool = False) -> np.ndarray:
+    """Latent diffusion over an RGB ``base`` already drawn at the denoiser's grid (``diffusion_grid``):
+    the base is encoded by the autoencoder (the condition), DDIM samples the detail the base lacks
+    (SDEdit from ``t = strength * T``), and the autoencoder renders the result at ``out_h x out_w``.
+
+    Why the base is an argument: the upsampler draws it from a low-resolution image (LIIF or bicubic);
+    the codec's generative decode draws it from the stream with its own any-size decoder, which
+    already holds what the bits said. Noise from a CPU generator seeded with ``seed``: the same seed
+    gives the same noise on every device, and the global RNG is not touched."""
+    check_diffusion(steps, strength)
+    dev = resolve_device(device)
+    ae, _ = _network("ae", weights_dir, dev)
+    unet, mf = _network("unet", weights_dir, dev)
+    sigma, res_sigma = float(mf.config["sigma"]), float(mf.config["res_sigma"])
     cond_img = pad_to(base, 4)  # f=2 and one UNet down-sampling
     z_c = encode_tiled(ae, to_unit(cond_img).to(dev))
     t_start = min(T_STEPS - 1, max(0, round(float(strength) * T_STEPS) - 1))
     x0 = ddim_sample(unet, z_c / sigma, steps=int(steps), seed=seed, t_start=t_start, progress=progress)
     z = x0 * res_sigma + z_c
-    ext = (gh / cond_img.shape[0], gw / cond_img.shape[1])
-    return merge_channels(to_uint8(ae.render(z, out_h, out_w, ext, tile=tile, progress=progress)), mode, alpha)
+    ext = (base.shape[0] / cond_img.shape[0], base.shape[1] / cond_img.shape[1])
+    return to_uint8(ae.render(z, out_h, out_w, ext, tile=tile, progress=progress))
 
 
 @torch.no_grad()

@@ -62,8 +62,12 @@ from . import model as ldm_model
 from .hyperprior import NETWORK as HP_NETWORK
 from .hyperprior import from_model_file as _hp_network
 from .autoencoder import CodecAE, encode_tiled, to_uint8, to_unit
+from .api import DEFAULT_STRENGTH
 from .image import MAX_OUTPUT_PIXELS, merge_channels, pad_to, split_channels, target_size
 
+REFINES = ("none", "diffusion")
+#: the smallest output/coded ratio of a generative decode (the denoiser was trained at 2..4x)
+MIN_REFINE_RATIO = 2.0
 QUALITIES = (1, 2, 3, 4)  # of the factorized ae (the hyperprior: 1..its number of gain vectors)
 MODELS = ("ae", "hyperprior")
 HP_FACTOR = 64  # y at 1/16, z at 1/64: the padded size is a multiple of 64
@@ -100,6 +104,14 @@ class LDMCodec(Codec):
         Param("device", "str", "auto", "where to render: auto, cpu, cuda[:N]"),
         Param("weights", "path", None, "hyperprior model file the stream was made with (none: shipped)",
               nullable=True),
+        Param("refine", "str", "none", "none, or diffusion: a generative decode at 2x or more (latent diffusion "
+              "over the any-size decode adds the detail the bits do not hold: sharper, lower PSNR)",
+              choices=REFINES),
+        Param("steps", "int", 10, "refine=diffusion: DDIM steps", lo=1, hi=1000),
+        Param("seed", "int", 0, "refine=diffusion: seed of the noise (the same seed, the same picture)", lo=0,
+              hi=2**62),
+        Param("strength", "float", DEFAULT_STRENGTH, "refine=diffusion: SDEdit strength in (0, 1] (1: from pure "
+              "noise over the decoded condition; lower: closer to the plain decode)", lo=1e-3, hi=1.0),
         max_values_option(),
     )
 
@@ -267,27 +279,57 @@ class LDMCodec(Codec):
         device: str,
         weights: str | None,
         max_values: int | None,
+        refine: str = "none",
+        steps: int = 10,
+        seed: int = 0,
+        strength: float = DEFAULT_STRENGTH,
         progress: bool = False,
     ) -> np.ndarray:
         """Decode at the original size, at ``scale`` x it, or at ``size=(width, height)``, rendering
         on ``device`` (``auto``: CUDA when available). ``header`` has passed :data:`SCHEMA` under
         ``max_values`` by the time this body runs (:meth:`Codec.check_header`, the gate every
         ``decompress`` goes through, direct calls included); the output size chosen here is held to
-        ``max_values`` too."""
+        ``max_values`` too.
+
+        ``refine="diffusion"``: the generative decode. The stream is drawn by its own any-size decoder
+        at the denoiser's grid (the output, or 4x when the output is larger), and latent diffusion
+        (:func:`.api.diffuse`, seeded) adds detail over it. It needs an output at least
+        ``MIN_REFINE_RATIO`` times the coded size on both sides: at smaller ratios the bits already
+        hold the detail, and the denoiser never saw them."""
         if size is not None:
             if len(size) != 2:
                 raise UsageError(f"size must be width,height, got {size!r}")
             size = (int(size[0]), int(size[1]))
         shape = header["shape"]
-        out_h, out_w = target_size(shape[0], shape[1], scale, size)
+        h, w = shape[0], shape[1]
+        out_h, out_w = target_size(h, w, scale, size)
         check_decoded_size(self.name, out_h * out_w * (3 if header.get("mode", "RGB") == "RGB" else 1), max_values,
                            f"at {out_w}x{out_h}")
+        if refine == "none":
+            return self._render(header, sections, (out_w, out_h), tile, device, weights, progress)
+        from .api import check_diffusion, diffuse, diffusion_grid
+
+        check_diffusion(steps, strength)
+        if min(out_h / h, out_w / w) < MIN_REFINE_RATIO:
+            raise UsageError(f"refine=diffusion is a decode at {MIN_REFINE_RATIO:g}x or more (the denoiser was "
+                             f"trained at 2-4x); {out_w}x{out_h} is {min(out_h / h, out_w / w):.2f}x this "
+                             f"{w}x{h} image: decode it without refine")
+        gh, gw = diffusion_grid(h, w, out_h, out_w)
+        base = self._render(header, sections, (gw, gh), tile, device, weights, progress)
+        rgb, mode, _ = split_channels(base)
+        out = diffuse(rgb, out_h, out_w, steps=steps, seed=seed, strength=strength, tile=tile,
+                      weights_dir=self.weights_dir, device=device, progress=progress)
+        return merge_channels(out, mode, None)
+
+    def _render(self, header: dict, sections: Mapping[str, bytes], size: tuple[int, int], tile: int | None,
+                device: str, weights: str | None, progress: bool) -> np.ndarray:
+        """The stream's own decode at ``size`` (width, height): no refinement."""
         if header.get("network") == HP_NETWORK:
-            return self._decompress_hp(header, sections, scale, size, tile, device, weights, progress)
+            return self._decompress_hp(header, sections, None, size, tile, device, weights, progress)
         ae, mf = self._ae(device)
         parsed = self._parse(header, sections, mf)
         h, w, mode, quality, (c, lh, lw), _ = parsed
-        out_h, out_w = target_size(h, w, scale, size)
+        out_h, out_w = target_size(h, w, None, size)
         radius = int(mf.config["table_radius"])
         sym = self._symbols(header, sections, mf, parsed)[None]
         gain = torch.exp(ae.log_gain[quality - 1].cpu())[None, :, None, None]
