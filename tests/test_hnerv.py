@@ -91,6 +91,45 @@ def test_hnerv_widths_and_kernels_follow_the_paper():
     assert nerv.widths() == [96, 48, 24, 12, 12] and nerv.kernel(0) == nerv.kernel(3) == 3
 
 
+def test_depthwise_block_counts_its_weights_and_travels_in_the_header():
+    """``block="dw"``: each k x k stage conv factored into a depth-wise k x k and a 1x1 (k = 1 stages
+    stay one 1x1). The analytic count is the module's, the compact header carries it as ``xdw`` (and a
+    header without it is the paper's block, as every older file), and the rate control spends the
+    saved weights on width."""
+    arch = Arch("hnerv", 8, 40, 56, choose_strides(40, 56), 24, embed_ch=4, block="dw")
+    model = Model(arch)
+    assert decoder_params(arch) == sum(p.numel() for p in model.decoder.parameters())
+    kinds = [[type(m).__name__ for m in b][:2] for b in model.decoder.blocks]
+    assert kinds[0] == ["Conv2d", "PixelShuffle"] and kinds[1] == ["Conv2d", "Conv2d"]
+    assert model.decoder.blocks[1][0].groups == arch.widths()[1]
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, 40, 56)).shape == (2, 3, 40, 56)
+    text = arch.to_compact(6, 5)
+    assert " xdw " in text and Arch.from_compact(text, 8, 40, 56)[0].block == "dw"
+    conv = Arch("hnerv", 8, 40, 56, arch.strides, 24, embed_ch=4)
+    assert "x" not in conv.to_compact(6, 5).replace("h s", "") and decoder_params(conv) > 3 * decoder_params(arch)
+    assert Arch.from_compact(conv.to_compact(6, 5), 8, 40, 56)[0].block == "conv"
+    for bad in (text.replace("xdw", "xgrid"), text.replace(" xdw", " xdw xdw")):
+        with pytest.raises(CorruptStreamError):
+            Arch.from_compact(bad, 8, 40, 56)
+    with pytest.raises(UsageError):
+        Arch("nerv", 8, 40, 56, arch.strides, 24, block="dw").validate()
+    wide = plan("hnerv", (48, 144, 176), target_bpp=0.1, block="dw")
+    assert wide.width0 > 2 * plan("hnerv", (48, 144, 176), target_bpp=0.1).width0
+
+
+def test_depthwise_block_round_trip_is_exact():
+    clip = _clip(8, 22, 30)
+    enc = HNeRVCodec().encode_with_report(clip, **FAST, block="dw")
+    box = unpack(enc.blob)
+    assert "xdw" in box.header["a"] and enc.report["header_bytes"] <= 150
+    arch = plan("hnerv", clip.shape, width0=8, block="dw")
+    res = fit(clip, arch, FitConfig(epochs=2, device="cpu"))
+    qmodel, sections = quantize_model(res.model, arch, res.latents, 8, 6)
+    assert sections == dict(box.sections)
+    assert np.array_equal(neurocodec.decode(enc.blob, device="cpu"), qmodel.render(device="cpu"))
+
+
 def test_lr_schedule_warmup_then_cosine():
     lrs = [lr_at(i, 100, 1e-3, 0.1) for i in range(100)]
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) == pytest.approx(1e-3)

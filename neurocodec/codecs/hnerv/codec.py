@@ -64,7 +64,7 @@ from ...quant import choose_axis, dequantize, quantize, scales_from_bytes, scale
 from ...runtime import resolve_device
 from ...runtime import threads as house_threads
 from ...schema import Field, Schema
-from .model import (Arch, Budget, build_decoder, choose_strides, decoder_params, decoder_tensors, embed_values,
+from .model import (BLOCKS, Arch, Budget, build_decoder, choose_strides, decoder_params, decoder_tensors, embed_values,
                     embeddings, frame_times, model_values)
 
 if TYPE_CHECKING:  # the training code is imported by an encode only, never by decoding
@@ -124,8 +124,7 @@ def decode_work(arch: Arch, frames: int | None = None) -> int:
         n = sum(a * b for a, b in zip(dims, dims[1:]))
     positions = h0 * w0
     for i, s in enumerate(arch.strides):
-        k = arch.kernel(i)
-        n += widths[i] * widths[i + 1] * s * s * k * k * positions
+        n += arch.stage_weights(i) * positions
         positions *= s * s
     n += widths[-1] * 3 * 9 * positions
     return n * (arch.frames if frames is None else frames)
@@ -697,6 +696,8 @@ class HNeRVCodec(_NeuralVideoCodec):
         Param("ks_max", "int", 5, "largest decoder kernel size", lo=1, hi=9),
         Param("reduce", "float", 1.2, "width divisor per decoder stage", lo=1.0, hi=8.0),
         Param("lower_width", "int", 12, "smallest decoder width", lo=1, hi=4096),
+        Param("block", "str", "conv", "decoder stage: conv (the paper's k x k conv) or dw (a depth-wise k x k "
+              "and a 1x1: about k^2 fewer weights per stage, so wider stages at the same size)", choices=BLOCKS),
     )
 
     @declared()
@@ -706,7 +707,8 @@ class HNeRVCodec(_NeuralVideoCodec):
         where training is checkpointed every epoch and resumed from. Returns the header, the
         sections and the report (bytes, bpp, PSNR after quantization, epochs, lr, restarts,
         warnings, times, loss curve)."""
-        return self._compress(data, progress, values, ("enc_width", "ks_min", "ks_max", "reduce", "lower_width"))
+        return self._compress(data, progress, values, ("enc_width", "ks_min", "ks_max", "reduce", "lower_width",
+                                                         "block"))
 
 
 class NeRVCodec(_NeuralVideoCodec):

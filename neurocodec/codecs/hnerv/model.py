@@ -36,6 +36,9 @@ import torch.nn.functional as F
 from ...errors import CorruptStreamError, UsageError
 
 _FACTORS = (5, 4, 3, 2)
+#: decoder stage kinds: the paper's ``conv(k) -> PixelShuffle -> GELU``, or the same with the k x k conv
+#: factored into a depth-wise k x k and a 1x1 (about k^2 times fewer weights per stage at equal widths)
+BLOCKS = ("conv", "dw")
 
 
 # ------------------------------------------------------------------------------- architecture
@@ -58,6 +61,7 @@ class Arch:
     pe_base: float = 1.25  # NeRV positional encoding
     pe_levels: int = 80
     mlp_hidden: int = 0  # NeRV: 0 = one linear layer (official HNeRV code), else a hidden layer
+    block: str = "conv"  # HNeRV stage: "conv" (the paper's k x k conv) or "dw" (depth-wise k x k, then 1x1)
 
     @property
     def total_stride(self) -> int:
@@ -78,6 +82,19 @@ class Arch:
         if self.kind == "nerv":
             return 3
         return min(self.ks_min + 2 * i, self.ks_max)
+
+    def stage_weights(self, i: int) -> int:
+        """Weights of decoder stage ``i`` (biases excluded), which are also its multiply-adds per
+        input position: every conv of a stage runs at the stage's input resolution."""
+        widths, k, s = self.widths(), self.kernel(i), self.strides[i]
+        cin, cout = widths[i], widths[i + 1] * s * s
+        if self.block == "dw" and k > 1:
+            return cin * k * k + cin * cout
+        return cin * cout * k * k
+
+    def stage_biases(self, i: int) -> int:
+        k, cin = self.kernel(i), self.widths()[i]
+        return (cin if self.block == "dw" and k > 1 else 0) + self.widths()[i + 1] * self.strides[i] ** 2
 
     def widths(self) -> list[int]:
         """Input width of each decoder stage, then the width going into the head."""
@@ -108,6 +125,8 @@ class Arch:
         if self.kind == "hnerv":
             tok += [f"e{self.embed_ch}", f"k{self.ks_min}.{self.ks_max}"]
         tok += [f"r{float(self.reduce)!r}", f"l{self.lower_width}"]
+        if self.block != "conv":  # absent: the paper's block (every file written before "dw" existed)
+            tok.append(f"x{self.block}")
         if self.kind == "nerv":
             tok += [f"p{float(self.pe_base)!r}.{self.pe_levels}", f"m{self.mlp_hidden}"]
         tok.append(f"b{int(wbits)}.{int(ebits)}")
@@ -128,12 +147,13 @@ class Arch:
             raise bad(f"unknown model kind {parts[0][:8]!r}")
         kind = kinds[parts[0]]
         need = ("s", "w", "r", "l", "b") + (("e", "k") if kind == "hnerv" else ("p", "m"))
+        optional = ("x",) if kind == "hnerv" else ()
         fields: dict[str, str] = {}
         for t in parts[1:]:
-            if not t or t[0] not in need or t[0] in fields:
+            if not t or t[0] not in need + optional or t[0] in fields:
                 raise bad(f"unexpected field {t[:8]!r}")
             fields[t[0]] = t[1:]
-        if set(fields) != set(need):
+        if set(fields) - set(optional) != set(need):
             raise bad(f"missing fields {sorted(set(need) - set(fields))}")
 
         def ints(v: str, n: int | None = None) -> list[int]:
@@ -157,6 +177,10 @@ class Arch:
         if kind == "hnerv":
             kw["embed_ch"] = ints(fields["e"], 1)[0]
             kw["ks_min"], kw["ks_max"] = ints(fields["k"], 2)
+            if "x" in fields:
+                if fields["x"] not in BLOCKS[1:]:
+                    raise bad(f"unknown block {fields['x'][:8]!r}")
+                kw["block"] = fields["x"]
         else:
             base, _, levels = fields["p"].rpartition(".")
             kw["pe_base"], kw["pe_levels"] = num(base), ints(levels, 1)[0]
@@ -193,6 +217,8 @@ class Arch:
     def validate(self, err: type[Exception] = UsageError) -> None:
         if self.kind not in ("hnerv", "nerv"):
             raise err(f"unknown model kind {self.kind!r}")
+        if self.block not in BLOCKS or (self.kind == "nerv" and self.block != "conv"):
+            raise err(f"unknown decoder block {self.block!r} for {self.kind} (known: {', '.join(BLOCKS)}; nerv: conv)")
         if not (1 <= len(self.strides) <= 8) or any(not 1 <= int(s) <= 8 for s in self.strides):
             raise err(f"strides must be 1..8 values in 1..8, got {self.strides}")
         for name in ("frames", "height", "width", "width0", "embed_ch", "lower_width", "enc_width", "pe_levels", "mlp_hidden"):
@@ -314,10 +340,12 @@ class Decoder(nn.Module):
             self.register_buffer("freqs", pe_freqs(arch), persistent=False)
         blocks = []
         for i, s in enumerate(arch.strides):
-            k = arch.kernel(i)
-            blocks.append(nn.Sequential(
-                nn.Conv2d(widths[i], widths[i + 1] * s * s, k, padding=k // 2), nn.PixelShuffle(s), nn.GELU()
-            ))
+            k, cin, cout = arch.kernel(i), widths[i], widths[i + 1] * s * s
+            if arch.block == "dw" and k > 1:
+                convs: list[nn.Module] = [nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin), nn.Conv2d(cin, cout, 1)]
+            else:
+                convs = [nn.Conv2d(cin, cout, k, padding=k // 2)]
+            blocks.append(nn.Sequential(*convs, nn.PixelShuffle(s), nn.GELU()))
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
@@ -459,10 +487,7 @@ def decoder_params(arch: Arch) -> int:
     else:
         dims = [2 * arch.pe_levels] + ([arch.mlp_hidden] if arch.mlp_hidden else []) + [widths[0] * h0 * w0]
         n = sum(a * b + b for a, b in zip(dims, dims[1:]))
-    for i, s in enumerate(arch.strides):
-        k = arch.kernel(i)
-        cout = widths[i + 1] * s * s
-        n += widths[i] * cout * k * k + cout
+    n += sum(arch.stage_weights(i) + arch.stage_biases(i) for i in range(len(arch.strides)))
     n += widths[-1] * 3 * 9 + 3
     return n
 
