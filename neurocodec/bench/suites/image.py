@@ -212,13 +212,7 @@ def _run_1x(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np
     for anchor, bd in (("JPEG", bd_jpeg), ("WebP", bd_webp)):
         print(f"BD-rate vs {anchor} (PSNR): "
               + ", ".join(f"{c} {v:+.1f}%" if v is not None else f"{c} n/a" for c, v in bd.items()))
-
-    x2_points = {} if a.no_x2 else _run_x2(a, plans, photos, dataset, out_dir)
-    if not a.no_x4:
-        _run_x4(a, plans, photos, dataset, out_dir)
-    if not a.quick:
-        _figures(points, x2_points, recs, photos, dataset, out_dir)
-    return 0
+    return points, recs
 
 
 def _run_x2(a: argparse.Namespace, plans: dict[str, _Plan], photos: dict[str, np.ndarray], dataset: str,
