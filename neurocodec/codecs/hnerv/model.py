@@ -83,18 +83,20 @@ class Arch:
             return 3
         return min(self.ks_min + 2 * i, self.ks_max)
 
+    def factored(self, i: int) -> bool:
+        """Whether stage ``i`` is a depth-wise k x k + 1x1 pair (``block="dw"``; a 1x1 stage stays one conv)."""
+        return self.block == "dw" and self.kernel(i) > 1
+
     def stage_weights(self, i: int) -> int:
         """Weights of decoder stage ``i`` (biases excluded), which are also its multiply-adds per
         input position: every conv of a stage runs at the stage's input resolution."""
         widths, k, s = self.widths(), self.kernel(i), self.strides[i]
         cin, cout = widths[i], widths[i + 1] * s * s
-        if self.block == "dw" and k > 1:
-            return cin * k * k + cin * cout
-        return cin * cout * k * k
+        return cin * k * k + cin * cout if self.factored(i) else cin * cout * k * k
 
     def stage_biases(self, i: int) -> int:
-        k, cin = self.kernel(i), self.widths()[i]
-        return (cin if self.block == "dw" and k > 1 else 0) + self.widths()[i + 1] * self.strides[i] ** 2
+        widths = self.widths()
+        return (widths[i] if self.factored(i) else 0) + widths[i + 1] * self.strides[i] ** 2
 
     def widths(self) -> list[int]:
         """Input width of each decoder stage, then the width going into the head."""
@@ -341,7 +343,7 @@ class Decoder(nn.Module):
         blocks = []
         for i, s in enumerate(arch.strides):
             k, cin, cout = arch.kernel(i), widths[i], widths[i + 1] * s * s
-            if arch.block == "dw" and k > 1:
+            if arch.factored(i):
                 convs: list[nn.Module] = [nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin), nn.Conv2d(cin, cout, 1)]
             else:
                 convs = [nn.Conv2d(cin, cout, k, padding=k // 2)]

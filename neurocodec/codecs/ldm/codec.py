@@ -279,10 +279,10 @@ class LDMCodec(Codec):
         device: str,
         weights: str | None,
         max_values: int | None,
-        refine: str = "none",
-        steps: int = 10,
-        seed: int = 0,
-        strength: float = DEFAULT_STRENGTH,
+        refine: str,
+        steps: int,
+        seed: int,
+        strength: float,
         progress: bool = False,
     ) -> np.ndarray:
         """Decode at the original size, at ``scale`` x it, or at ``size=(width, height)``, rendering
@@ -307,9 +307,8 @@ class LDMCodec(Codec):
                            f"at {out_w}x{out_h}")
         if refine == "none":
             return self._render(header, sections, (out_w, out_h), tile, device, weights, progress)
-        from .api import check_diffusion, diffuse, diffusion_grid
+        from .api import diffuse, diffusion_grid
 
-        check_diffusion(steps, strength)
         if min(out_h / h, out_w / w) < MIN_REFINE_RATIO:
             raise UsageError(f"refine=diffusion is a decode at {MIN_REFINE_RATIO:g}x or more (the denoiser was "
                              f"trained at 2-4x); {out_w}x{out_h} is {min(out_h / h, out_w / w):.2f}x this "
@@ -325,7 +324,7 @@ class LDMCodec(Codec):
                 device: str, weights: str | None, progress: bool) -> np.ndarray:
         """The stream's own decode at ``size`` (width, height): no refinement."""
         if header.get("network") == HP_NETWORK:
-            return self._decompress_hp(header, sections, None, size, tile, device, weights, progress)
+            return self._decompress_hp(header, sections, size, tile, device, weights, progress)
         ae, mf = self._ae(device)
         parsed = self._parse(header, sections, mf)
         h, w, mode, quality, (c, lh, lw), _ = parsed
@@ -448,23 +447,23 @@ class LDMCodec(Codec):
         sym = tables.decode_y(sections["y"], y_esc, idx)
         return z, sym, mean, idx
 
-    def _decompress_hp(self, header: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
+    def _decompress_hp(self, header: dict, sections: Mapping[str, bytes], size, tile, device, weights,
                        progress: bool = False):
         # on the CPU at one torch thread: g_s's float32 sums (oneDNN) depend on the thread count,
         # and decoding must be a pure function of the file (the fixtures check 1, 2 and 4 threads);
         # a 768x512 decode stays well under a second this way
         if resolve_device(device).type == "cpu":
             with runtime_threads(1):
-                return self._decompress_hp_1t(header, sections, scale, size, tile, device, weights, progress)
-        return self._decompress_hp_1t(header, sections, scale, size, tile, device, weights, progress)
+                return self._decompress_hp_1t(header, sections, size, tile, device, weights, progress)
+        return self._decompress_hp_1t(header, sections, size, tile, device, weights, progress)
 
-    def _decompress_hp_1t(self, hdr: dict, sections: Mapping[str, bytes], scale, size, tile, device, weights,
+    def _decompress_hp_1t(self, hdr: dict, sections: Mapping[str, bytes], size, tile, device, weights,
                           progress: bool):
         # hdr passed SCHEMA (whose checks run _check_hp_header) at the decompress gate: not again here
         mf = self._hp_file(weights, expect=hdr["model"])
         _, sym, mean, _ = self._hp_latents(hdr, sections, mf)
         h, w = hdr["shape"][0], hdr["shape"][1]
-        out_h, out_w = target_size(h, w, scale, size)
+        out_h, out_w = target_size(h, w, None, size)
         net = wfiles.build(mf, _hp_network, str(resolve_device(device)))
         mean_bits = int(mf.config["coding"]["mean_bits"])
         y_hat = torch.from_numpy((sym + mean / float(1 << mean_bits)).astype(np.float32))[None]
